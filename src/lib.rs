@@ -1,0 +1,1 @@
+pub use actorchain_token as token;

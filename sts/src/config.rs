@@ -1,0 +1,166 @@
+//! The STS configuration file (TOML). Relative paths are resolved against the file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use actorchain_token::{Alg, DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING};
+use serde::Deserialize;
+
+use crate::registry::MAX_TTL_SECS;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `iss` of every minted token and the RFC 8414 issuer identifier.
+    pub issuer: String,
+    pub listen: SocketAddr,
+    /// Health and metrics; keep it on loopback or a private interface.
+    pub admin_listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub registry: PathBuf,
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    pub tls: TlsConfig,
+    pub jwt_svid: JwtSvidConfig,
+    #[serde(default)]
+    pub signing: SigningConfig,
+    #[serde(default)]
+    pub people: Vec<PersonIssuerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// X.509 trust bundle (PEM) that workload SVIDs must chain to.
+    pub trust_bundle: PathBuf,
+    pub trust_domain: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidConfig {
+    /// JWKS of the trust domain's JWT-SVID signing keys, as SPIRE publishes it.
+    pub bundle: PathBuf,
+    /// `aud` a JWT-SVID must carry to authenticate here.
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    #[serde(default = "default_alg")]
+    pub alg: String,
+    #[serde(default = "default_rotate")]
+    pub rotate_every_seconds: u64,
+    #[serde(default = "default_lead")]
+    pub publish_lead_seconds: u64,
+    /// Key file; defaults to `signing-keys.json` in the state directory.
+    pub keys_file: Option<PathBuf>,
+    /// When false the STS never writes the key file: keys and rotation are the operator's.
+    #[serde(default = "yes")]
+    pub auto_rotate: bool,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            alg: default_alg(),
+            rotate_every_seconds: default_rotate(),
+            publish_lead_seconds: default_lead(),
+            keys_file: None,
+            auto_rotate: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonIssuerConfig {
+    pub issuer: String,
+    pub jwks_file: PathBuf,
+    pub typ: Option<String>,
+    #[serde(default)]
+    pub pass_claims: Vec<String>,
+}
+
+fn default_max_depth() -> usize {
+    DEFAULT_MAX_DEPTH
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_alg() -> String {
+    "EdDSA".into()
+}
+fn default_rotate() -> u64 {
+    86_400
+}
+fn default_lead() -> u64 {
+    600
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut cfg.state_dir);
+        abs(&mut cfg.registry);
+        abs(&mut cfg.tls.cert);
+        abs(&mut cfg.tls.key);
+        abs(&mut cfg.tls.trust_bundle);
+        abs(&mut cfg.jwt_svid.bundle);
+        if let Some(k) = cfg.signing.keys_file.as_mut() {
+            abs(k);
+        }
+        for p in &mut cfg.people {
+            abs(&mut p.jwks_file);
+        }
+        cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_DEPTH_CEILING).contains(&self.max_depth) {
+            return Err(format!("max_depth: must be between 1 and {MAX_DEPTH_CEILING}"));
+        }
+        if self.leeway_seconds > 300 {
+            return Err("leeway_seconds: at most 300".into());
+        }
+        self.signing_alg()?;
+        if self.signing.rotate_every_seconds <= self.signing.publish_lead_seconds {
+            return Err("signing.rotate_every_seconds: must exceed signing.publish_lead_seconds".into());
+        }
+        for (i, p) in self.people.iter().enumerate() {
+            if p.issuer == self.issuer {
+                return Err(format!("people[{i}].issuer: must differ from the STS issuer"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn signing_alg(&self) -> Result<Alg, String> {
+        Alg::parse(&self.signing.alg).map_err(|_| "signing.alg: must be EdDSA or ES256".to_string())
+    }
+
+    pub fn keys_file(&self) -> PathBuf {
+        self.signing.keys_file.clone().unwrap_or_else(|| self.state_dir.join("signing-keys.json"))
+    }
+
+    /// A superseded key stays published this long: the longest token plus skew.
+    pub fn retire_after(&self) -> u64 {
+        MAX_TTL_SECS + self.leeway_seconds
+    }
+}

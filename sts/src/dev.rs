@@ -1,0 +1,191 @@
+//! A complete development trust domain on disk: a CA and X.509-SVIDs for the demo workloads, a
+//! JWT-SVID signing key and bundle, a person-token issuer, the on-call registry and an STS config.
+//! The demo and the tests use it so they need nothing external.
+
+use std::path::Path;
+
+use actorchain_token::{sign_compact, Alg, KeySet};
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use serde_json::json;
+
+use crate::keys::{generate, StoredKey};
+
+pub const TRUST_DOMAIN: &str = "actorchain.dev";
+pub const STS_ISSUER: &str = "https://sts.actorchain.dev";
+pub const IDP_ISSUER: &str = "https://idp.actorchain.dev";
+pub const STS_SPIFFE_ID: &str = "spiffe://actorchain.dev/workload/sts";
+/// The demo workloads: each gets an X.509-SVID `svid/<name>.pem`.
+pub const WORKLOADS: [&str; 5] = ["sts", "oncall", "investigation", "monitoring", "mcp-server"];
+
+pub fn workload_id(name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/workload/{name}")
+}
+
+/// The registry for Uber's on-call scenario: a person starts with the on-call agent, which
+/// delegates to the investigation agent, which calls the MCP gateway (and may ask monitoring).
+pub fn registry_toml() -> String {
+    format!(
+        r#"# Agent registry: which agent may run on which workload, call which audience, hold which scopes.
+[[agents]]
+id = "oncall-agent"
+workloads = ["{oncall}"]
+audiences = ["investigation-agent"]
+scopes = ["incidents:read", "incidents:write", "repo:read", "repo:write", "metrics:read"]
+may_start_session = true
+ttl_seconds = 300
+max_depth = 4
+
+[[agents]]
+id = "investigation-agent"
+workloads = ["{investigation}"]
+audiences = ["mcp-gateway", "monitoring-agent"]
+scopes = ["incidents:read", "repo:read", "repo:write", "metrics:read"]
+ttl_seconds = 120
+max_depth = 4
+
+[[agents]]
+id = "monitoring-agent"
+workloads = ["{monitoring}"]
+audiences = ["mcp-gateway"]
+scopes = ["metrics:read", "repo:write"]
+ttl_seconds = 120
+max_depth = 4
+"#,
+        oncall = workload_id("oncall"),
+        investigation = workload_id("investigation"),
+        monitoring = workload_id("monitoring"),
+    )
+}
+
+fn sts_toml() -> String {
+    format!(
+        r#"issuer = "{STS_ISSUER}"
+listen = "127.0.0.1:8443"
+admin_listen = "127.0.0.1:8444"
+state_dir = "state"
+registry = "registry.toml"
+max_depth = 8
+leeway_seconds = 30
+
+[tls]
+cert = "svid/sts.pem"
+key = "svid/sts-key.pem"
+trust_bundle = "bundle.pem"
+trust_domain = "{TRUST_DOMAIN}"
+
+[jwt_svid]
+bundle = "jwt-bundle.json"
+audience = "{STS_SPIFFE_ID}"
+
+[signing]
+alg = "EdDSA"
+rotate_every_seconds = 86400
+publish_lead_seconds = 600
+
+[[people]]
+issuer = "{IDP_ISSUER}"
+jwks_file = "idp-jwks.json"
+pass_claims = ["task"]
+"#
+    )
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> Result<(), String> {
+    std::fs::write(dir.join(name), content).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+}
+
+fn validity(p: &mut CertificateParams) {
+    p.not_before = date_time_ymd(2025, 1, 1);
+    p.not_after = date_time_ymd(2035, 1, 1);
+}
+
+/// Writes the trust domain into `dir`. Existing material is kept unless `force`, so re-running
+/// is harmless and tokens minted earlier stay verifiable.
+pub fn init(dir: &Path, force: bool) -> Result<(), String> {
+    if dir.join("sts.toml").exists() && !force {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.join("svid")).map_err(err)?;
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name.push(DnType::CommonName, "actorchain dev trust domain");
+    ca.subject_alt_names = vec![SanType::URI(format!("spiffe://{TRUST_DOMAIN}").try_into().map_err(err)?)];
+    validity(&mut ca);
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    write(dir, "bundle.pem", &ca_cert.pem())?;
+    crate::keys::write_secret(&dir.join("ca-key.pem"), &ca_key.serialize_pem()).map_err(err)?;
+
+    for name in WORKLOADS {
+        let key = KeyPair::generate().map_err(err)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.subject_alt_names = vec![SanType::URI(workload_id(name).try_into().map_err(err)?)];
+        if name == "sts" {
+            // The STS is also reached by address and host name; a SPIFFE server cert may add them.
+            p.subject_alt_names.push(SanType::DnsName("localhost".try_into().map_err(err)?));
+            p.subject_alt_names.push(SanType::DnsName("sts.actorchain.dev".try_into().map_err(err)?));
+            p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().map_err(err)?));
+        }
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        validity(&mut p);
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
+        write(dir, &format!("svid/{name}.pem"), &cert.pem())?;
+        crate::keys::write_secret(&dir.join(format!("svid/{name}-key.pem")), &key.serialize_pem()).map_err(err)?;
+    }
+
+    // SPIRE signs JWT-SVIDs with ES256 by default; the dev domain does the same.
+    let jwt_svid = StoredKey::new(&generate(Alg::Es256), 0);
+    jwt_svid.write(&dir.join("jwt-svid-key.json")).map_err(err)?;
+    write(dir, "jwt-bundle.json", &public_jwks(&jwt_svid, "jwt-svid")?)?;
+    let idp = StoredKey::new(&generate(Alg::EdDsa), 0);
+    idp.write(&dir.join("idp-key.json")).map_err(err)?;
+    write(dir, "idp-jwks.json", &public_jwks(&idp, "sig")?)?;
+    write(dir, "registry.toml", &registry_toml())?;
+    write(dir, "sts.toml", &sts_toml())
+}
+
+fn public_jwks(key: &StoredKey, use_: &str) -> Result<String, String> {
+    let mut set = KeySet::default();
+    set.insert(key.kid.clone(), key.private_key()?.public()).map_err(err)?;
+    let mut doc: serde_json::Value = serde_json::from_str(&set.to_jwks()).map_err(err)?;
+    for k in doc["keys"].as_array_mut().into_iter().flatten() {
+        k["use"] = json!(use_);
+    }
+    Ok(doc.to_string())
+}
+
+/// A person's token from the dev IdP, addressed to the agent they talk to.
+pub fn person_token(dir: &Path, sub: &str, aud: &str, scope: &str, ttl: u64, task: Option<&str>, now: u64) -> Result<String, String> {
+    let key = StoredKey::read(&dir.join("idp-key.json")).map_err(err)?;
+    let mut claims = json!({
+        "iss": IDP_ISSUER, "sub": sub, "aud": aud, "scope": scope,
+        "iat": now, "nbf": now, "exp": now + ttl, "jti": random_id(),
+    });
+    if let Some(t) = task {
+        claims["task"] = json!(t);
+    }
+    Ok(sign_compact(&claims, &key.private_key()?, &key.kid, Some("JWT")))
+}
+
+/// A JWT-SVID for a demo workload, addressed to the STS.
+pub fn jwt_svid(dir: &Path, workload: &str, aud: &str, ttl: u64, now: u64) -> Result<String, String> {
+    let key = StoredKey::read(&dir.join("jwt-svid-key.json")).map_err(err)?;
+    let claims = json!({ "sub": workload_id(workload), "aud": [aud], "iat": now, "exp": now + ttl });
+    Ok(sign_compact(&claims, &key.private_key()?, &key.kid, Some("JWT")))
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 12];
+    getrandom::getrandom(&mut b).expect("OS random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,329 @@
+//! The exchange decision as a pure function: registry, verification material, request, the
+//! authenticated workload and the time in; a grant or a typed refusal out. No I/O, so every rule is
+//! tested natively and by property tests.
+
+use actorchain_token::{
+    check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, Actor, ChainLimits, Claims, Expectations,
+    KeySet, ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ExchangeError, OAuthCode};
+use crate::form::TokenRequest;
+use crate::registry::Registry;
+
+/// A person's identity provider whose tokens may start a session.
+#[derive(Debug, Clone)]
+pub struct PersonIssuer {
+    pub issuer: String,
+    pub keys: KeySet,
+    /// `typ` its tokens must carry; `None` accepts `JWT` or no `typ`, as most IdPs send.
+    pub typ: Option<String>,
+    /// Claims of the person's token copied into `ext` when a session starts (task, intent...).
+    pub pass_claims: Vec<String>,
+}
+
+/// What subject tokens are verified against.
+#[derive(Debug, Clone)]
+pub struct Verifiers<'a> {
+    pub issuer: &'a str,
+    pub own_keys: &'a KeySet,
+    pub people: &'a [PersonIssuer],
+    pub window: TimeWindow,
+    pub max_depth: usize,
+}
+
+/// What JWT-SVID actor tokens are verified against (SPIFFE JWT-SVID spec).
+#[derive(Debug, Clone)]
+pub struct SvidTrust {
+    pub trust_domain: String,
+    pub keys: KeySet,
+    /// `aud` a JWT-SVID must carry to be accepted here: the STS's own identity.
+    pub audience: String,
+    pub window: TimeWindow,
+}
+
+/// Everything the audit log says about one decision. Filled as the decision proceeds, so a refusal
+/// records as much as was known when it was refused. Never holds a token.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub ts: u64,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Agents oldest to newest, including the one asking.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+/// A granted exchange: the claims to sign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub claims: Claims,
+    pub parent_jti: Option<String>,
+}
+
+/// The token being exchanged, once verified.
+#[derive(Debug, Clone)]
+enum Subject {
+    /// A person's token from a trusted IdP: this exchange starts a session.
+    Person { sub: String, scope: ScopeSet, exp: u64, sid: String, ext: Map<String, Value> },
+    /// An actorchain token addressed to the requesting agent: this exchange extends a chain.
+    Chain(Claims),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, want: &str) -> bool {
+        match self {
+            Audience::One(a) => a == want,
+            Audience::Many(v) => v.iter().any(|a| a == want),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PersonClaims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    exp: u64,
+    #[serde(default)]
+    nbf: u64,
+    iat: Option<u64>,
+    scope: Option<String>,
+    sid: Option<String>,
+    jti: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SvidClaims {
+    sub: String,
+    aud: Audience,
+    exp: u64,
+    #[serde(default)]
+    nbf: u64,
+    iat: Option<u64>,
+}
+
+/// Authenticates the calling workload: the SPIFFE ID of its verified X.509-SVID, or of a JWT-SVID
+/// actor token. When both are present they must name the same workload.
+pub fn authenticate(peer: Option<&str>, actor_token: Option<&str>, svid: &SvidTrust, now: u64) -> Result<String, ExchangeError> {
+    let from_jwt = actor_token.map(|t| verify_jwt_svid(t, svid, now)).transpose()?;
+    match (peer, from_jwt) {
+        (None, None) => Err(ExchangeError::new(
+            OAuthCode::InvalidClient,
+            "workload_unauthenticated",
+            "present an X.509-SVID as TLS client certificate, or a JWT-SVID as actor_token",
+        )),
+        (Some(p), Some(j)) if p != j => Err(ExchangeError::new(
+            OAuthCode::InvalidClient,
+            "workload_mismatch",
+            format!("client certificate names {p} but actor_token names {j}"),
+        )),
+        (Some(p), _) => Ok(p.to_string()),
+        (None, Some(j)) => Ok(j),
+    }
+}
+
+fn verify_jwt_svid(token: &str, svid: &SvidTrust, now: u64) -> Result<String, ExchangeError> {
+    let bad = |e: TokenError| ExchangeError::bad_token("actor_token (JWT-SVID)", e);
+    let u = Unverified::parse(token, TypRule::JwtOrAbsent).map_err(bad)?;
+    let c: SvidClaims = u.claims().map_err(bad)?;
+    if !is_spiffe_id(&c.sub) || spiffe_trust_domain(&c.sub) != Some(svid.trust_domain.as_str()) {
+        return Err(bad(TokenError::BadClaims));
+    }
+    if !c.aud.contains(&svid.audience) {
+        return Err(bad(TokenError::WrongAudience));
+    }
+    svid.window.check(now, c.nbf, c.exp, c.iat).map_err(bad)?;
+    u.verify_signature(&svid.keys).map_err(bad)?;
+    Ok(c.sub)
+}
+
+fn subject_error(e: TokenError) -> ExchangeError {
+    ExchangeError::bad_token("subject_token", e)
+}
+
+fn verify_subject(token: &str, agent: &str, v: &Verifiers<'_>, now: u64) -> Result<Subject, ExchangeError> {
+    let u = Unverified::peek(token).map_err(subject_error)?;
+    let iss = peek_issuer(&u).map_err(subject_error)?;
+    if iss == v.issuer {
+        let limits = ChainLimits { max_depth: v.max_depth };
+        let exp = Expectations { issuer: v.issuer, audience: agent, window: v.window, limits };
+        let claims = verify(token, v.own_keys, &exp, now).map_err(|e| match e {
+            TokenError::WrongAudience => ExchangeError::new(
+                OAuthCode::InvalidRequest,
+                "subject_not_addressed_to_agent",
+                format!("subject_token is addressed to another audience, not to {agent}; an agent may only exchange tokens sent to it"),
+            ),
+            e => subject_error(e),
+        })?;
+        return Ok(Subject::Chain(claims));
+    }
+    let Some(person) = v.people.iter().find(|p| p.issuer == iss) else {
+        return Err(ExchangeError::new(OAuthCode::InvalidRequest, "issuer_untrusted", "subject_token issuer is not trusted by this STS"));
+    };
+    u.check_typ(person.typ.as_deref().map_or(TypRule::JwtOrAbsent, TypRule::Exactly)).map_err(subject_error)?;
+    let c: PersonClaims = u.claims().map_err(subject_error)?;
+    if !actorchain_token::is_principal_id(&c.sub) {
+        return Err(subject_error(TokenError::BadClaims));
+    }
+    v.window.check(now, c.nbf, c.exp, c.iat).map_err(subject_error)?;
+    if !c.aud.contains(agent) {
+        return Err(ExchangeError::new(
+            OAuthCode::InvalidRequest,
+            "subject_not_addressed_to_agent",
+            format!("the person's token is not addressed to {agent}"),
+        ));
+    }
+    u.verify_signature(&person.keys).map_err(subject_error)?;
+    let scope = ScopeSet::parse(c.scope.as_deref().unwrap_or("")).map_err(subject_error)?;
+    let ext = if person.pass_claims.is_empty() {
+        Map::new()
+    } else {
+        let all: Map<String, Value> = u.claims().map_err(subject_error)?;
+        person.pass_claims.iter().filter_map(|k| all.get(k).map(|v| (k.clone(), v.clone()))).collect()
+    };
+    // The same person token always yields the same session, however many hops it starts.
+    let anchor = c.sid.or(c.jti).unwrap_or_else(|| B64.encode(Sha256::digest(token.as_bytes())));
+    let sid = session_id(&c.iss, &anchor);
+    Ok(Subject::Person { sub: c.sub, scope, exp: c.exp, sid, ext })
+}
+
+fn session_id(iss: &str, anchor: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"actorchain-sid\0");
+    h.update(iss.as_bytes());
+    h.update(b"\0");
+    h.update(anchor.as_bytes());
+    B64.encode(&h.finalize()[..16])
+}
+
+/// Decides one exchange for the authenticated `workload`. `jti` is the fresh id the grant will carry.
+pub fn decide(
+    registry: &Registry,
+    v: &Verifiers<'_>,
+    req: &TokenRequest,
+    workload: &str,
+    now: u64,
+    jti: String,
+    rec: &mut AuditRecord,
+) -> Result<Grant, ExchangeError> {
+    rec.client_id = Some(req.client_id.clone());
+    rec.workload = Some(workload.to_string());
+    rec.audience = Some(req.audience.clone());
+    rec.scope = req.scope.as_ref().map(ToString::to_string);
+
+    let agent = registry.agent(&req.client_id).ok_or_else(|| {
+        ExchangeError::new(OAuthCode::InvalidClient, "agent_unregistered", format!("agent {} is not in the registry", req.client_id))
+    })?;
+    if !agent.may_run_on(workload) {
+        return Err(ExchangeError::new(
+            OAuthCode::UnauthorizedClient,
+            "agent_not_on_workload",
+            format!("workload {workload} is not registered to host agent {}", agent.id),
+        ));
+    }
+
+    let subject = verify_subject(&req.subject_token, &agent.id, v, now)?;
+    let (sub, prior_act, parent_scope, parent_exp, sid, ext, parent_jti) = match subject {
+        Subject::Person { sub, scope, exp, sid, ext } => {
+            if !agent.may_start_session {
+                return Err(ExchangeError::new(
+                    OAuthCode::UnauthorizedClient,
+                    "session_start_not_allowed",
+                    format!("agent {} may not start a session from a person's token", agent.id),
+                ));
+            }
+            (sub, None, scope, exp, sid, ext, None)
+        }
+        Subject::Chain(c) => {
+            let scope = ScopeSet::parse(&c.scope).map_err(subject_error)?;
+            (c.sub, Some(c.act), scope, c.exp, c.sid, c.ext, Some(c.jti))
+        }
+    };
+    rec.sub = Some(sub.clone());
+    rec.sid = Some(sid.clone());
+    rec.parent_jti = parent_jti.clone();
+    rec.chain = prior_act.as_ref().map(|a| a.agents_oldest_first().into_iter().map(String::from).collect()).unwrap_or_default();
+    rec.chain.push(agent.id.clone());
+
+    if !agent.may_call(&req.audience) {
+        return Err(ExchangeError::new(
+            OAuthCode::InvalidTarget,
+            "audience_not_allowed",
+            format!("agent {} may not call audience {}", agent.id, req.audience),
+        ));
+    }
+
+    let allowed = parent_scope.intersection(&agent.scopes);
+    let granted = match &req.scope {
+        Some(asked) if !asked.is_subset(&allowed) => {
+            return Err(ExchangeError::new(
+                OAuthCode::InvalidScope,
+                "scope_widening",
+                format!("requested scope exceeds what this hop may hold; not allowed: {}", asked.difference(&allowed)),
+            ))
+        }
+        Some(asked) => asked.clone(),
+        None => allowed,
+    };
+
+    let limits = ChainLimits { max_depth: agent.max_depth.min(v.max_depth) };
+    let act: Actor = extend_chain(prior_act.as_ref(), &agent.id, workload, limits).map_err(|e| {
+        ExchangeError::new(OAuthCode::InvalidRequest, e.reason(), format!("delegation would exceed depth {}", limits.max_depth))
+    })?;
+
+    let exp = parent_exp.min(now + agent.ttl_secs);
+    if exp <= now {
+        return Err(subject_error(TokenError::Expired));
+    }
+    let claims = Claims {
+        iss: v.issuer.to_string(),
+        sub,
+        aud: req.audience.clone(),
+        client_id: agent.id.clone(),
+        act,
+        scope: granted.to_string(),
+        iat: now,
+        nbf: now,
+        exp,
+        jti,
+        sid,
+        ext,
+    };
+    // The grant must satisfy the same rules every verifier applies.
+    check_chain(&claims, limits).map_err(|e| ExchangeError::new(OAuthCode::ServerError, e.reason(), "minted chain is malformed"))?;
+    rec.scope = Some(claims.scope.clone());
+    rec.jti = Some(claims.jti.clone());
+    rec.exp = Some(exp);
+    Ok(Grant { claims, parent_jti })
+}

@@ -1,0 +1,15 @@
+//! The actorchain security token service: RFC 8693 token exchange that mints single-hop,
+//! audience-bound tokens carrying the whole actor chain, for workloads authenticated by SPIFFE.
+
+pub mod audit;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod exchange;
+pub mod form;
+pub mod https_client;
+pub mod keys;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod svid;

@@ -1,0 +1,154 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actorchain_sts::config::Config;
+use actorchain_sts::registry::Registry;
+use actorchain_sts::server::{self, unix_now, Sts};
+use actorchain_sts::{audit, dev, svid};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "actorchain-sts", version, about = "Security token service for AI agent actor chains")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the STS.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `listen` (use port 0 for any free port; the bound address is printed).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Overrides `admin_listen`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Validate an agent registry file and exit.
+    CheckRegistry { file: PathBuf },
+    /// Development trust domain and tokens.
+    Dev {
+        #[command(subcommand)]
+        cmd: DevCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCmd {
+    /// Write a complete dev trust domain (CA, SVIDs, issuers, registry, sts.toml).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace existing material.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a person's token from the dev IdP.
+    PersonToken {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        sub: String,
+        #[arg(long)]
+        aud: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// Print a JWT-SVID for a dev workload, addressed to the STS.
+    JwtSvid {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        workload: String,
+        #[arg(long, default_value = dev::STS_SPIFFE_ID)]
+        aud: String,
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve { config, listen, admin_listen } => serve(config, listen, admin_listen),
+        Cmd::CheckRegistry { file } => Registry::load(&file).map(|r| println!("{}: {} agents, valid", file.display(), r.len())).map_err(|e| e.to_string()),
+        Cmd::Dev { cmd } => run_dev(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("actorchain-sts: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run_dev(cmd: DevCmd) -> Result<(), String> {
+    match cmd {
+        DevCmd::Init { dir, force } => {
+            dev::init(&dir, force)?;
+            println!("dev trust domain in {}", dir.display());
+            Ok(())
+        }
+        DevCmd::PersonToken { dir, sub, aud, scope, ttl, task } => {
+            println!("{}", dev::person_token(&dir, &sub, &aud, &scope, ttl, task.as_deref(), unix_now())?);
+            Ok(())
+        }
+        DevCmd::JwtSvid { dir, workload, aud, ttl } => {
+            println!("{}", dev::jwt_svid(&dir, &workload, &aud, ttl, unix_now())?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: PathBuf, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<(), String> {
+    let mut cfg = Config::load(&config)?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(l) = admin_listen {
+        cfg.admin_listen = l;
+    }
+    let tls = svid::server_config(
+        svid::load_certs(&cfg.tls.cert).map_err(|e| e.to_string())?,
+        svid::load_key(&cfg.tls.key).map_err(|e| e.to_string())?,
+        &svid::load_certs(&cfg.tls.trust_bundle).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let sts = Sts::open(cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let cfg = sts.config().clone();
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("listen {}: {e}", cfg.listen))?;
+        let admin = tokio::net::TcpListener::bind(cfg.admin_listen).await.map_err(|e| format!("admin_listen {}: {e}", cfg.admin_listen))?;
+        let (addr, admin_addr) = (listener.local_addr().map_err(|e| e.to_string())?, admin.local_addr().map_err(|e| e.to_string())?);
+        audit::emit(
+            "listening",
+            &serde_json::json!({
+                "token_endpoint": format!("https://{addr}/token"),
+                "jwks": format!("https://{addr}/.well-known/jwks.json"),
+                "admin": format!("http://{admin_addr}"),
+                "issuer": cfg.issuer,
+            }),
+        );
+        tokio::spawn(server::serve(sts.clone(), listener, Arc::new(tls)));
+        tokio::spawn(server::serve_admin(sts.clone(), admin));
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sts.refresh(unix_now(), false),
+                _ = hup.recv() => sts.refresh(unix_now(), true),
+                _ = term.recv() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    })
+}

@@ -1,0 +1,411 @@
+//! The running STS: shared state, the HTTPS token endpoint and the admin listener.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actorchain_token::{sign_compact, KeySet, TimeWindow, TYP_ACCESS_TOKEN};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit;
+use crate::config::Config;
+use crate::error::{ExchangeError, OAuthCode};
+use crate::exchange::{authenticate, decide, AuditRecord, PersonIssuer, SvidTrust, Verifiers};
+use crate::form::{parse_token_request, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
+use crate::keys::{generate, KeyRing, RotationPolicy};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::svid;
+
+type Body = Full<Bytes>;
+
+/// Who the TLS layer says is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// No client certificate: only a JWT-SVID actor token can authenticate this caller.
+    Anonymous,
+    Workload(String),
+    /// A certificate that chains to the bundle but is not a usable X.509-SVID.
+    Invalid(String),
+}
+
+struct KeyState {
+    ring: KeyRing,
+    published: KeySet,
+    jwks: String,
+}
+
+/// Everything a request reads. Each piece is swapped whole on reload, so a request sees one
+/// consistent version of each.
+pub struct Sts {
+    cfg: Config,
+    alg: actorchain_token::Alg,
+    registry: RwLock<Arc<Registry>>,
+    people: RwLock<Arc<Vec<PersonIssuer>>>,
+    svid: RwLock<Arc<SvidTrust>>,
+    keys: RwLock<Arc<KeyState>>,
+    mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
+    pub metrics: Metrics,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn read_keyset(path: &Path) -> Result<KeySet, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    KeySet::from_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Sts {
+    /// Loads configuration, registry, trust material and keys; creates or rotates keys as needed.
+    pub fn open(cfg: Config) -> Result<Arc<Sts>, String> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
+        let alg = cfg.signing_alg()?;
+        let registry = Registry::load(&cfg.registry).map_err(|e| e.to_string())?;
+        let people = load_people(&cfg)?;
+        let svid = load_svid_trust(&cfg)?;
+        let ring = match KeyRing::load(&cfg.keys_file()).map_err(|e| e.to_string())? {
+            Some(r) => r,
+            None if cfg.signing.auto_rotate => KeyRing::default(),
+            None => return Err(format!("{}: no signing keys and signing.auto_rotate is off", cfg.keys_file().display())),
+        };
+        let mut mtimes = HashMap::new();
+        for p in watched_files(&cfg) {
+            if let Some(t) = mtime(&p) {
+                mtimes.insert(p, t);
+            }
+        }
+        let sts = Sts {
+            alg,
+            registry: RwLock::new(Arc::new(registry)),
+            people: RwLock::new(Arc::new(people)),
+            svid: RwLock::new(Arc::new(svid)),
+            keys: RwLock::new(Arc::new(key_state(ring))),
+            mtimes: Mutex::new(mtimes),
+            metrics: Metrics::default(),
+            cfg,
+        };
+        sts.maintain_keys(unix_now())?;
+        sts.metrics.registry_agents.store(sts.registry.read().expect("lock").len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(Arc::new(sts))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn policy(&self) -> RotationPolicy {
+        RotationPolicy {
+            alg: self.alg,
+            rotate_every: self.cfg.signing.rotate_every_seconds,
+            publish_lead: self.cfg.signing.publish_lead_seconds,
+            retire_after: self.cfg.retire_after(),
+        }
+    }
+
+    fn maintain_keys(&self, now: u64) -> Result<(), String> {
+        if !self.cfg.signing.auto_rotate {
+            return Ok(());
+        }
+        let mut ring = self.keys.read().expect("lock").ring.clone();
+        if ring.maintain(now, &self.policy(), || generate(self.alg)) {
+            // Persist before publishing: a key that signed must survive a restart.
+            ring.save(&self.cfg.keys_file()).map_err(|e| e.to_string())?;
+            audit::emit("keys", &serde_json::json!({ "ts": now, "published": ring.published().kids().collect::<Vec<_>>() }));
+            *self.keys.write().expect("lock") = Arc::new(key_state(ring));
+        }
+        let n = self.keys.read().expect("lock").ring.len();
+        self.metrics.signing_keys.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Periodic upkeep: reloads files that changed (keeping the old version when the new one is
+    /// invalid) and rotates keys. `force` reloads regardless of modification times (SIGHUP).
+    pub fn refresh(&self, now: u64, force: bool) {
+        let changed: Vec<PathBuf> = {
+            let mut seen = self.mtimes.lock().expect("lock");
+            watched_files(&self.cfg)
+                .into_iter()
+                .filter(|p| {
+                    let t = mtime(p);
+                    let differs = force || t != seen.get(p).copied();
+                    if let Some(t) = t {
+                        seen.insert(p.clone(), t);
+                    }
+                    differs
+                })
+                .collect()
+        };
+        if changed.iter().any(|p| *p == self.cfg.registry) {
+            match Registry::load(&self.cfg.registry) {
+                Ok(r) => {
+                    self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    *self.registry.write().expect("lock") = Arc::new(r);
+                    self.metrics.registry_reload("ok");
+                    audit::emit("reload", &serde_json::json!({ "ts": now, "file": "registry", "result": "ok" }));
+                }
+                Err(e) => {
+                    self.metrics.registry_reload("error");
+                    audit::emit("reload", &serde_json::json!({ "ts": now, "file": "registry", "result": "kept previous", "error": e.to_string() }));
+                }
+            }
+        }
+        if changed.iter().any(|p| *p != self.cfg.registry) {
+            match (load_people(&self.cfg), load_svid_trust(&self.cfg)) {
+                (Ok(p), Ok(s)) => {
+                    *self.people.write().expect("lock") = Arc::new(p);
+                    *self.svid.write().expect("lock") = Arc::new(s);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    audit::emit("reload", &serde_json::json!({ "ts": now, "file": "trust", "result": "kept previous", "error": e }));
+                }
+            }
+        }
+        if let Err(e) = self.maintain_keys(now) {
+            audit::emit("keys", &serde_json::json!({ "ts": now, "error": e }));
+        }
+    }
+
+    pub fn jwks(&self) -> String {
+        self.keys.read().expect("lock").jwks.clone()
+    }
+
+    pub fn metadata(&self) -> String {
+        let iss = self.cfg.issuer.trim_end_matches('/');
+        serde_json::json!({
+            "issuer": self.cfg.issuer,
+            "token_endpoint": format!("{iss}/token"),
+            "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+            "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+            "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+            "tls_client_certificate_bound_access_tokens": false,
+            "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+            "scopes_supported": [],
+            "response_types_supported": [],
+        })
+        .to_string()
+    }
+
+    /// One exchange, start to finish: parse, authenticate, decide, sign, audit. Returns the HTTP
+    /// status and JSON body. Used by the HTTP handler and by in-process benchmarks.
+    pub fn exchange(&self, body: &[u8], peer: &Peer, now: u64) -> (u16, String) {
+        let started = Instant::now();
+        let mut rec = AuditRecord { ts: now, ..Default::default() };
+        let outcome = self.exchange_inner(body, peer, now, &mut rec);
+        let (status, body, reason) = match outcome {
+            Ok(body) => (200, body, "granted"),
+            Err(e) => (e.status(), e.body(), e.reason),
+        };
+        rec.decision = if status == 200 { "granted" } else { "refused" };
+        rec.reason = reason;
+        audit::emit("decision", &rec);
+        self.metrics.decision(rec.decision, reason, started.elapsed());
+        (status, body)
+    }
+
+    fn exchange_inner(&self, body: &[u8], peer: &Peer, now: u64, rec: &mut AuditRecord) -> Result<String, ExchangeError> {
+        let req = parse_token_request(body)?;
+        rec.client_id = Some(req.client_id.clone());
+        let svid = self.svid.read().expect("lock").clone();
+        let peer_id = match peer {
+            Peer::Anonymous => None,
+            Peer::Workload(id) => Some(id.as_str()),
+            Peer::Invalid(why) => return Err(ExchangeError::new(OAuthCode::InvalidClient, "workload_svid_invalid", why.clone())),
+        };
+        let workload = authenticate(peer_id, req.actor_token.as_deref(), &svid, now)?;
+        let registry = self.registry.read().expect("lock").clone();
+        let people = self.people.read().expect("lock").clone();
+        let keys = self.keys.read().expect("lock").clone();
+        let v = Verifiers {
+            issuer: &self.cfg.issuer,
+            own_keys: &keys.published,
+            people: &people,
+            window: TimeWindow { leeway_secs: self.cfg.leeway_seconds },
+            max_depth: self.cfg.max_depth,
+        };
+        let grant = decide(&registry, &v, &req, &workload, now, new_jti(), rec)?;
+        let (kid, key) = keys
+            .ring
+            .signing(now)
+            .ok_or_else(|| ExchangeError::new(OAuthCode::ServerError, "no_signing_key", "the STS has no key that may sign now"))?;
+        let token = sign_compact(&grant.claims, key, kid, Some(TYP_ACCESS_TOKEN));
+        Ok(serde_json::json!({
+            "access_token": token,
+            "issued_token_type": req.issued_token_type,
+            "token_type": "Bearer",
+            "expires_in": grant.claims.exp - now,
+            "scope": grant.claims.scope,
+        })
+        .to_string())
+    }
+}
+
+fn key_state(ring: KeyRing) -> KeyState {
+    let published = ring.published();
+    KeyState { jwks: published.to_jwks(), published, ring }
+}
+
+fn watched_files(cfg: &Config) -> Vec<PathBuf> {
+    let mut v = vec![cfg.registry.clone(), cfg.jwt_svid.bundle.clone()];
+    v.extend(cfg.people.iter().map(|p| p.jwks_file.clone()));
+    v
+}
+
+fn load_people(cfg: &Config) -> Result<Vec<PersonIssuer>, String> {
+    cfg.people
+        .iter()
+        .map(|p| {
+            Ok(PersonIssuer { issuer: p.issuer.clone(), keys: read_keyset(&p.jwks_file)?, typ: p.typ.clone(), pass_claims: p.pass_claims.clone() })
+        })
+        .collect()
+}
+
+fn load_svid_trust(cfg: &Config) -> Result<SvidTrust, String> {
+    Ok(SvidTrust {
+        trust_domain: cfg.tls.trust_domain.clone(),
+        keys: read_keyset(&cfg.jwt_svid.bundle)?,
+        audience: cfg.jwt_svid.audience.clone(),
+        window: TimeWindow { leeway_secs: cfg.leeway_seconds },
+    })
+}
+
+fn new_jti() -> String {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("OS random source");
+    B64.encode(b)
+}
+
+fn json(status: u16, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn no_store(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/token") => {
+            let form = req
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+            if !form {
+                let e = ExchangeError::new(OAuthCode::InvalidRequest, "content_type_unsupported", "send application/x-www-form-urlencoded")
+                    .with_status(415);
+                return no_store(json(e.status(), e.body()));
+            }
+            let body = match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    let e = ExchangeError::new(OAuthCode::InvalidRequest, "body_too_large", format!("request body exceeds {MAX_FORM_BYTES} bytes"))
+                        .with_status(413);
+                    return no_store(json(e.status(), e.body()));
+                }
+            };
+            let (status, body) = sts.exchange(&body, peer, unix_now());
+            no_store(json(status, body))
+        }
+        (_, "/token") => {
+            let e = ExchangeError::new(OAuthCode::InvalidRequest, "method_not_allowed", "use POST").with_status(405);
+            let mut r = no_store(json(e.status(), e.body()));
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        (&Method::GET, "/.well-known/jwks.json") => {
+            let mut r = json(200, sts.jwks());
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+            r
+        }
+        (&Method::GET, "/.well-known/oauth-authorization-server") => json(200, sts.metadata()),
+        _ => json(404, r#"{"error":"not_found"}"#.into()),
+    }
+}
+
+fn peer_of(conn: &rustls::ServerConnection, trust_domain: &str) -> Peer {
+    match conn.peer_certificates().and_then(|c| c.first()) {
+        None => Peer::Anonymous,
+        Some(leaf) => match svid::spiffe_id_of(leaf, trust_domain) {
+            Ok(id) => Peer::Workload(id),
+            Err(why) => Peer::Invalid(why),
+        },
+    }
+}
+
+/// Serves the token endpoint over TLS until the process ends.
+pub async fn serve(sts: Arc<Sts>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, sts) = (acceptor.clone(), sts.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+            let peer = Arc::new(peer_of(stream.get_ref().1, &sts.cfg.tls.trust_domain));
+            let svc = service_fn(move |req| {
+                let (sts, peer) = (sts.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(handle(&sts, req, &peer).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Serves health, readiness and metrics over plain HTTP.
+pub async fn serve_admin(sts: Arc<Sts>, listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let sts = sts.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let sts = sts.clone();
+                async move {
+                    let r = match req.uri().path() {
+                        "/healthz" => json(200, r#"{"status":"ok"}"#.into()),
+                        "/readyz" if sts.keys.read().expect("lock").ring.signing(unix_now()).is_some() => {
+                            json(200, r#"{"status":"ready"}"#.into())
+                        }
+                        "/readyz" => json(503, r#"{"status":"no signing key"}"#.into()),
+                        "/metrics" => {
+                            let mut r = Response::new(Full::new(Bytes::from(sts.metrics.render())));
+                            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                            r
+                        }
+                        _ => json(404, r#"{"error":"not_found"}"#.into()),
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+        });
+    }
+}
