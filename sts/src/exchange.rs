@@ -220,10 +220,12 @@ fn verify_subject(token: &str, agent: &str, v: &Verifiers<'_>, now: u64) -> Resu
 
 fn session_id(iss: &str, anchor: &str) -> String {
     let mut h = Sha256::new();
-    h.update(b"actorchain-sid\0");
-    h.update(iss.as_bytes());
-    h.update(b"\0");
-    h.update(anchor.as_bytes());
+    h.update(b"actorchain-sid");
+    // Length-prefixed so no choice of issuer and anchor can collide with another.
+    for part in [iss, anchor] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
     B64.encode(&h.finalize()[..16])
 }
 
@@ -326,4 +328,115 @@ pub fn decide(
     rec.jti = Some(claims.jti.clone());
     rec.exp = Some(exp);
     Ok(Grant { claims, parent_jti })
+}
+
+#[cfg(test)]
+mod tests {
+    use actorchain_token::{sign_compact, Alg, PrivateKey, TYP_ACCESS_TOKEN};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::registry::AgentPolicy;
+
+    const ISS: &str = "https://sts.test";
+    const UNIVERSE: [&str; 6] = ["a:r", "a:w", "b:r", "b:w", "c:r", "c:w"];
+    const WL_PARENT: &str = "spiffe://td/workload/parent";
+    const WL_CHILD: &str = "spiffe://td/workload/child";
+
+    fn scopes(mask: u8) -> ScopeSet {
+        ScopeSet::from_tokens(UNIVERSE.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, s)| *s)).unwrap()
+    }
+
+    fn policy(id: &str, workload: &str, scope_mask: u8, ttl: u64, max_depth: usize) -> AgentPolicy {
+        AgentPolicy {
+            id: id.into(),
+            workloads: vec![workload.into()],
+            audiences: vec!["next".into()],
+            scopes: scopes(scope_mask),
+            may_start_session: false,
+            ttl_secs: ttl,
+            max_depth,
+        }
+    }
+
+    /// A parent token addressed to `child`, as the STS would have minted it one hop earlier.
+    fn parent(key: &PrivateKey, scope_mask: u8, exp: u64, now: u64) -> String {
+        let claims = Claims {
+            iss: ISS.into(),
+            sub: "user1".into(),
+            aud: "child".into(),
+            client_id: "parent".into(),
+            act: Actor { sub: "parent".into(), spiffe_id: WL_PARENT.into(), act: None },
+            scope: scopes(scope_mask).to_string(),
+            iat: now - 10,
+            nbf: now - 10,
+            exp,
+            jti: "parent-jti".into(),
+            sid: "sid-1".into(),
+            ext: Map::from_iter([("task".to_string(), Value::from("INC-1"))]),
+        };
+        sign_compact(&claims, key, "k1", Some(TYP_ACCESS_TOKEN))
+    }
+
+    fn request(subject: String, scope: Option<ScopeSet>) -> TokenRequest {
+        TokenRequest {
+            subject_token: subject,
+            audience: "next".into(),
+            scope,
+            actor_token: None,
+            client_id: "child".into(),
+            issued_token_type: crate::form::TT_ACCESS_TOKEN,
+        }
+    }
+
+    proptest! {
+        /// For arbitrary registries and requests: a grant never holds a scope the parent did not,
+        /// never outlives the parent, and grows the chain by exactly one actor. Asking for more is
+        /// refused, never silently trimmed.
+        #[test]
+        fn delegation_only_narrows(
+            parent_mask in 0u8..64, agent_mask in 0u8..64, asked in proptest::option::of(0u8..64),
+            ttl in 1u64..3600, parent_left in 1u64..7200, max_depth in 1usize..4,
+        ) {
+            let now = 1_800_000_000;
+            let key = PrivateKey::from_secret_bytes(Alg::EdDsa, &[9; 32]).unwrap();
+            let mut own = KeySet::default();
+            own.insert("k1".into(), key.public()).unwrap();
+            let v = Verifiers { issuer: ISS, own_keys: &own, people: &[], window: TimeWindow::default(), max_depth: 8 };
+            let registry = Registry::from_policies([policy("child", WL_CHILD, agent_mask, ttl, max_depth)]);
+            let parent_exp = now + parent_left;
+            let req = request(parent(&key, parent_mask, parent_exp, now), asked.map(scopes));
+            let mut rec = AuditRecord::default();
+            let out = decide(&registry, &v, &req, WL_CHILD, now, "jti".into(), &mut rec);
+            let allowed = scopes(parent_mask).intersection(&scopes(agent_mask));
+            match out {
+                Ok(g) => {
+                    let granted = ScopeSet::parse(&g.claims.scope).unwrap();
+                    prop_assert!(granted.is_subset(&scopes(parent_mask)));
+                    prop_assert!(granted.is_subset(&scopes(agent_mask)));
+                    prop_assert!(g.claims.exp <= parent_exp);
+                    prop_assert!(g.claims.exp <= now + ttl);
+                    prop_assert_eq!(g.claims.act.depth(), 2);
+                    prop_assert_eq!(g.claims.act.agents_oldest_first(), vec!["parent", "child"]);
+                    prop_assert_eq!(&g.claims.sid, "sid-1");
+                    prop_assert_eq!(g.claims.ext.get("task"), Some(&Value::from("INC-1")));
+                    prop_assert_eq!(g.parent_jti.as_deref(), Some("parent-jti"));
+                    prop_assert!(max_depth >= 2);
+                    if let Some(a) = asked { prop_assert_eq!(granted, scopes(a)); } else { prop_assert_eq!(granted, allowed); }
+                }
+                Err(e) if asked.is_some_and(|a| !scopes(a).is_subset(&allowed)) => prop_assert_eq!(e.code, OAuthCode::InvalidScope),
+                Err(e) => {
+                    prop_assert!(max_depth < 2, "unexpected refusal {e}");
+                    prop_assert_eq!(e.reason, "chain_too_deep");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn session_ids_are_stable_per_person_token() {
+        assert_eq!(session_id("iss", "jti-1"), session_id("iss", "jti-1"));
+        assert_ne!(session_id("iss", "jti-1"), session_id("iss", "jti-2"));
+        assert_ne!(session_id("a", "b\0c"), session_id("a\0b", "c"));
+    }
 }

@@ -36,12 +36,16 @@ impl<'a> Unverified<'a> {
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
         };
-        if h.is_empty() || p.is_empty() || s.is_empty() {
+        if h.is_empty() || p.is_empty() {
             return Err(TokenError::Malformed);
         }
         let header_json = B64.decode(h).map_err(|_| TokenError::BadBase64)?;
         check_json_depth(&header_json, 2)?;
+        // The header is judged first, so `alg: none` with an empty signature is named as such.
         let header = Header::parse(&header_json)?;
+        if s.is_empty() {
+            return Err(TokenError::Malformed);
+        }
         let payload = B64.decode(p).map_err(|_| TokenError::BadBase64)?;
         check_json_depth(&payload, MAX_JSON_DEPTH)?;
         let signature = B64.decode(s).map_err(|_| TokenError::BadBase64)?;
