@@ -1,7 +1,9 @@
-//! One structured JSON line per event on stdout, for the log pipeline. Decisions carry the chain,
-//! audience, scopes and reason; never a token or key.
+//! One structured JSON line per event, for the log pipeline. Decisions carry the chain, audience,
+//! scopes and reason; never a token or key.
 
 use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -12,9 +14,26 @@ struct Line<'a, T: Serialize> {
     body: &'a T,
 }
 
-pub fn emit<T: Serialize>(kind: &str, body: &T) {
-    let mut line = serde_json::to_vec(&Line { kind, body }).expect("audit line serializes");
-    line.push(b'\n');
-    // One write per line keeps lines whole when several threads log at once.
-    let _ = std::io::stdout().lock().write_all(&line);
+/// Where event lines go: stdout by default, or an append-only file.
+pub struct AuditLog {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl AuditLog {
+    pub fn stdout() -> AuditLog {
+        AuditLog { out: Mutex::new(Box::new(std::io::stdout())) }
+    }
+
+    pub fn file(path: &Path) -> std::io::Result<AuditLog> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(AuditLog { out: Mutex::new(Box::new(f)) })
+    }
+
+    pub fn emit<T: Serialize>(&self, kind: &str, body: &T) {
+        let mut line = serde_json::to_vec(&Line { kind, body }).expect("event line serializes");
+        line.push(b'\n');
+        // One write per line, under the lock, keeps lines whole when several threads log at once.
+        let mut out = self.out.lock().expect("audit lock");
+        let _ = out.write_all(&line).and_then(|_| out.flush());
+    }
 }

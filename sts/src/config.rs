@@ -18,6 +18,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub state_dir: PathBuf,
     pub registry: PathBuf,
+    /// Decision log destination; stdout when absent.
+    pub audit_log: Option<PathBuf>,
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
     #[serde(default = "default_leeway")]
@@ -118,6 +120,9 @@ impl Config {
         };
         abs(&mut cfg.state_dir);
         abs(&mut cfg.registry);
+        if let Some(a) = cfg.audit_log.as_mut() {
+            abs(a);
+        }
         abs(&mut cfg.tls.cert);
         abs(&mut cfg.tls.key);
         abs(&mut cfg.tls.trust_bundle);

@@ -5,9 +5,7 @@
 use std::path::Path;
 
 use actorchain_token::{sign_compact, Alg, KeySet};
-use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use serde_json::json;
 
 use crate::keys::{generate, StoredKey};

@@ -3,8 +3,8 @@
 //! tested natively and by property tests.
 
 use actorchain_token::{
-    check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, Actor, ChainLimits, Claims, Expectations,
-    KeySet, ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
+    check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, Actor, ChainLimits, Claims, Expectations, KeySet,
+    ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;

@@ -84,24 +84,30 @@ pub fn parse_token_request(body: &[u8]) -> Result<TokenRequest, ExchangeError> {
     match subject_token_type.as_deref() {
         Some(TT_JWT) | Some(TT_ACCESS_TOKEN) => {}
         None => return Err(invalid("subject_token_type_missing", "subject_token_type is required")),
-        Some(_) => return Err(invalid("subject_token_type_unsupported", format!("subject_token_type must be {TT_JWT} or {TT_ACCESS_TOKEN}"))),
+        Some(_) => {
+            return Err(invalid("subject_token_type_unsupported", format!("subject_token_type must be {TT_JWT} or {TT_ACCESS_TOKEN}")))
+        }
     }
     match (&actor_token, actor_token_type.as_deref()) {
         (None, None) | (Some(_), Some(TT_JWT)) => {}
         (None, Some(_)) => return Err(invalid("actor_token_type_without_token", "actor_token_type given without actor_token")),
         (Some(_), None) => return Err(invalid("actor_token_type_missing", "actor_token requires actor_token_type")),
-        (Some(_), Some(_)) => return Err(invalid("actor_token_type_unsupported", format!("actor_token_type must be {TT_JWT} (a JWT-SVID)"))),
+        (Some(_), Some(_)) => {
+            return Err(invalid("actor_token_type_unsupported", format!("actor_token_type must be {TT_JWT} (a JWT-SVID)")))
+        }
     }
     let issued_token_type = match requested_token_type.as_deref() {
         None | Some(TT_ACCESS_TOKEN) => TT_ACCESS_TOKEN,
         Some(TT_JWT) => TT_JWT,
-        Some(_) => return Err(invalid("requested_token_type_unsupported", format!("requested_token_type must be {TT_ACCESS_TOKEN} or {TT_JWT}"))),
+        Some(_) => {
+            return Err(invalid("requested_token_type_unsupported", format!("requested_token_type must be {TT_ACCESS_TOKEN} or {TT_JWT}")))
+        }
     };
-    let scope = scope
-        .map(|s| ScopeSet::parse(&s))
-        .transpose()
-        .map_err(|_| ExchangeError::new(OAuthCode::InvalidScope, "scope_malformed", "scope must be space-separated RFC 6749 scope tokens"))?;
-    let client_id = client_id.ok_or_else(|| invalid("client_id_missing", "client_id naming the agent this workload speaks for is required"))?;
+    let scope = scope.map(|s| ScopeSet::parse(&s)).transpose().map_err(|_| {
+        ExchangeError::new(OAuthCode::InvalidScope, "scope_malformed", "scope must be space-separated RFC 6749 scope tokens")
+    })?;
+    let client_id =
+        client_id.ok_or_else(|| invalid("client_id_missing", "client_id naming the agent this workload speaks for is required"))?;
     Ok(TokenRequest { subject_token, audience, scope, actor_token, client_id, issued_token_type })
 }
 

@@ -141,11 +141,7 @@ impl KeyRing {
 
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         let file = KeyFile {
-            keys: self
-                .keys
-                .iter()
-                .map(|k| StoredKey { retire_at: k.retire_at, ..StoredKey::new(&k.key, k.sign_from) })
-                .collect(),
+            keys: self.keys.iter().map(|k| StoredKey { retire_at: k.retire_at, ..StoredKey::new(&k.key, k.sign_from) }).collect(),
         };
         write_secret(path, &serde_json::to_string_pretty(&file).expect("serializes"))
     }

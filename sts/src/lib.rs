@@ -2,6 +2,7 @@
 //! audience-bound tokens carrying the whole actor chain, for workloads authenticated by SPIFFE.
 
 pub mod audit;
+pub mod bench_report;
 pub mod config;
 pub mod dev;
 pub mod error;

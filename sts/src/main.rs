@@ -6,7 +6,7 @@ use std::time::Duration;
 use actorchain_sts::config::Config;
 use actorchain_sts::registry::Registry;
 use actorchain_sts::server::{self, unix_now, Sts};
-use actorchain_sts::{audit, dev, svid};
+use actorchain_sts::{dev, svid};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -80,7 +80,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve { config, listen, admin_listen } => serve(config, listen, admin_listen),
-        Cmd::CheckRegistry { file } => Registry::load(&file).map(|r| println!("{}: {} agents, valid", file.display(), r.len())).map_err(|e| e.to_string()),
+        Cmd::CheckRegistry { file } => {
+            Registry::load(&file).map(|r| println!("{}: {} agents, valid", file.display(), r.len())).map_err(|e| e.to_string())
+        }
         Cmd::Dev { cmd } => run_dev(cmd),
     };
     if let Err(e) = result {
@@ -128,14 +130,16 @@ fn serve(config: PathBuf, listen: Option<SocketAddr>, admin_listen: Option<Socke
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("listen {}: {e}", cfg.listen))?;
         let admin = tokio::net::TcpListener::bind(cfg.admin_listen).await.map_err(|e| format!("admin_listen {}: {e}", cfg.admin_listen))?;
         let (addr, admin_addr) = (listener.local_addr().map_err(|e| e.to_string())?, admin.local_addr().map_err(|e| e.to_string())?);
-        audit::emit(
-            "listening",
-            &serde_json::json!({
+        // Always on stdout, whatever the audit destination: tests and scripts read the addresses here.
+        println!(
+            "{}",
+            serde_json::json!({
+                "kind": "listening",
                 "token_endpoint": format!("https://{addr}/token"),
                 "jwks": format!("https://{addr}/.well-known/jwks.json"),
                 "admin": format!("http://{admin_addr}"),
                 "issuer": cfg.issuer,
-            }),
+            })
         );
         tokio::spawn(server::serve(sts.clone(), listener, Arc::new(tls)));
         tokio::spawn(server::serve_admin(sts.clone(), admin));

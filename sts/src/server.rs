@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::audit;
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::error::{ExchangeError, OAuthCode};
 use crate::exchange::{authenticate, decide, AuditRecord, PersonIssuer, SvidTrust, Verifiers};
@@ -59,6 +59,7 @@ pub struct Sts {
     keys: RwLock<Arc<KeyState>>,
     mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
     pub metrics: Metrics,
+    pub audit: AuditLog,
 }
 
 pub fn unix_now() -> u64 {
@@ -93,7 +94,12 @@ impl Sts {
                 mtimes.insert(p, t);
             }
         }
+        let audit = match &cfg.audit_log {
+            Some(p) => AuditLog::file(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => AuditLog::stdout(),
+        };
         let sts = Sts {
+            audit,
             alg,
             registry: RwLock::new(Arc::new(registry)),
             people: RwLock::new(Arc::new(people)),
@@ -129,7 +135,7 @@ impl Sts {
         if ring.maintain(now, &self.policy(), || generate(self.alg)) {
             // Persist before publishing: a key that signed must survive a restart.
             ring.save(&self.cfg.keys_file()).map_err(|e| e.to_string())?;
-            audit::emit("keys", &serde_json::json!({ "ts": now, "published": ring.published().kids().collect::<Vec<_>>() }));
+            self.audit.emit("keys", &serde_json::json!({ "ts": now, "published": ring.published().kids().collect::<Vec<_>>() }));
             *self.keys.write().expect("lock") = Arc::new(key_state(ring));
         }
         let n = self.keys.read().expect("lock").ring.len();
@@ -160,11 +166,14 @@ impl Sts {
                     self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     *self.registry.write().expect("lock") = Arc::new(r);
                     self.metrics.registry_reload("ok");
-                    audit::emit("reload", &serde_json::json!({ "ts": now, "file": "registry", "result": "ok" }));
+                    self.audit.emit("reload", &serde_json::json!({ "ts": now, "file": "registry", "result": "ok" }));
                 }
                 Err(e) => {
                     self.metrics.registry_reload("error");
-                    audit::emit("reload", &serde_json::json!({ "ts": now, "file": "registry", "result": "kept previous", "error": e.to_string() }));
+                    self.audit.emit(
+                        "reload",
+                        &serde_json::json!({ "ts": now, "file": "registry", "result": "kept previous", "error": e.to_string() }),
+                    );
                 }
             }
         }
@@ -175,12 +184,12 @@ impl Sts {
                     *self.svid.write().expect("lock") = Arc::new(s);
                 }
                 (Err(e), _) | (_, Err(e)) => {
-                    audit::emit("reload", &serde_json::json!({ "ts": now, "file": "trust", "result": "kept previous", "error": e }));
+                    self.audit.emit("reload", &serde_json::json!({ "ts": now, "file": "trust", "result": "kept previous", "error": e }));
                 }
             }
         }
         if let Err(e) = self.maintain_keys(now) {
-            audit::emit("keys", &serde_json::json!({ "ts": now, "error": e }));
+            self.audit.emit("keys", &serde_json::json!({ "ts": now, "error": e }));
         }
     }
 
@@ -216,7 +225,7 @@ impl Sts {
         };
         rec.decision = if status == 200 { "granted" } else { "refused" };
         rec.reason = reason;
-        audit::emit("decision", &rec);
+        self.audit.emit("decision", &rec);
         self.metrics.decision(rec.decision, reason, started.elapsed());
         (status, body)
     }
@@ -273,7 +282,12 @@ fn load_people(cfg: &Config) -> Result<Vec<PersonIssuer>, String> {
     cfg.people
         .iter()
         .map(|p| {
-            Ok(PersonIssuer { issuer: p.issuer.clone(), keys: read_keyset(&p.jwks_file)?, typ: p.typ.clone(), pass_claims: p.pass_claims.clone() })
+            Ok(PersonIssuer {
+                issuer: p.issuer.clone(),
+                keys: read_keyset(&p.jwks_file)?,
+                typ: p.typ.clone(),
+                pass_claims: p.pass_claims.clone(),
+            })
         })
         .collect()
 }
@@ -309,11 +323,10 @@ fn no_store(mut r: Response<Body>) -> Response<Body> {
 async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/token") => {
-            let form = req
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+            let form =
+                req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                    v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+                });
             if !form {
                 let e = ExchangeError::new(OAuthCode::InvalidRequest, "content_type_unsupported", "send application/x-www-form-urlencoded")
                     .with_status(415);
@@ -322,8 +335,12 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
             let body = match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
-                    let e = ExchangeError::new(OAuthCode::InvalidRequest, "body_too_large", format!("request body exceeds {MAX_FORM_BYTES} bytes"))
-                        .with_status(413);
+                    let e = ExchangeError::new(
+                        OAuthCode::InvalidRequest,
+                        "body_too_large",
+                        format!("request body exceeds {MAX_FORM_BYTES} bytes"),
+                    )
+                    .with_status(413);
                     return no_store(json(e.status(), e.body()));
                 }
             };

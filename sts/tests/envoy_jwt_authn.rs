@@ -108,9 +108,10 @@ fn start_envoy(sts: &Sts) -> Envoy {
         let out = http_get(&admin, "/listeners?format=json", None).1;
         // The admin answers chunked; the JSON document is the single object in the body.
         let doc = out.find('{').zip(out.rfind('}')).map_or("", |(a, b)| &out[a..=b]);
-        if let Some(p) = serde_json::from_str::<serde_json::Value>(doc).ok().and_then(|v| {
-            v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()
-        }) {
+        if let Some(p) = serde_json::from_str::<serde_json::Value>(doc)
+            .ok()
+            .and_then(|v| v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64())
+        {
             break p as u16;
         }
         assert!(Instant::now() < deadline, "Envoy listener did not come up");

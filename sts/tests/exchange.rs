@@ -96,19 +96,25 @@ async fn jwt_svid_authenticates_without_client_certificate() {
     let person = sts.person_token("user1", "oncall-agent", "incidents:read");
     let svid = actorchain_sts::dev::jwt_svid(sts.dir.path(), "oncall", actorchain_sts::dev::STS_SPIFFE_ID, 300, now()).unwrap();
     let mut anon = sts.connect(None).await;
-    let r = exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[("actor_token", &svid), ("actor_token_type", TT_JWT)]).await;
+    let r =
+        exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[("actor_token", &svid), ("actor_token_type", TT_JWT)]).await;
     let t = access_token(&r);
     assert_eq!(payload(&t)["act"]["spiffe_id"], "spiffe://actorchain.dev/workload/oncall");
 
     // A JWT-SVID for another audience, or naming another workload than the certificate, fails.
     let other_aud = actorchain_sts::dev::jwt_svid(sts.dir.path(), "oncall", "spiffe://actorchain.dev/workload/other", 300, now()).unwrap();
-    let r = exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[("actor_token", &other_aud), ("actor_token_type", TT_JWT)]).await;
+    let r =
+        exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[("actor_token", &other_aud), ("actor_token_type", TT_JWT)])
+            .await;
     assert_refused(&r, 400, "invalid_request", "audience_mismatch");
     let inv_svid = actorchain_sts::dev::jwt_svid(sts.dir.path(), "investigation", actorchain_sts::dev::STS_SPIFFE_ID, 300, now()).unwrap();
     let mut oncall = sts.connect(Some("oncall")).await;
-    let r = exchange(&mut oncall, &person, "investigation-agent", "oncall-agent", &[("actor_token", &inv_svid), ("actor_token_type", TT_JWT)]).await;
+    let r =
+        exchange(&mut oncall, &person, "investigation-agent", "oncall-agent", &[("actor_token", &inv_svid), ("actor_token_type", TT_JWT)])
+            .await;
     assert_refused(&r, 401, "invalid_client", "workload_mismatch");
-    let r = exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[("actor_token", "x.y.z"), ("actor_token_type", TT_JWT)]).await;
+    let r = exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[("actor_token", "x.y.z"), ("actor_token_type", TT_JWT)])
+        .await;
     assert_refused(&r, 400, "invalid_request", "token_bad_base64");
 }
 
@@ -121,13 +127,33 @@ async fn every_refusal_names_its_reason() {
 
     // No client certificate and no actor token.
     let mut anon = sts.connect(None).await;
-    assert_refused(&exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[]).await, 401, "invalid_client", "workload_unauthenticated");
+    assert_refused(
+        &exchange(&mut anon, &person, "investigation-agent", "oncall-agent", &[]).await,
+        401,
+        "invalid_client",
+        "workload_unauthenticated",
+    );
     // Unregistered agent.
-    assert_refused(&exchange(&mut oncall, &person, "investigation-agent", "ghost-agent", &[]).await, 401, "invalid_client", "agent_unregistered");
+    assert_refused(
+        &exchange(&mut oncall, &person, "investigation-agent", "ghost-agent", &[]).await,
+        401,
+        "invalid_client",
+        "agent_unregistered",
+    );
     // Impersonation: the on-call workload claims to host the investigation agent.
-    assert_refused(&exchange(&mut oncall, &t1, "mcp-gateway", "investigation-agent", &[]).await, 400, "unauthorized_client", "agent_not_on_workload");
+    assert_refused(
+        &exchange(&mut oncall, &t1, "mcp-gateway", "investigation-agent", &[]).await,
+        400,
+        "unauthorized_client",
+        "agent_not_on_workload",
+    );
     // Audience not allowed for this agent.
-    assert_refused(&exchange(&mut oncall, &person, "mcp-gateway", "oncall-agent", &[]).await, 400, "invalid_target", "audience_not_allowed");
+    assert_refused(
+        &exchange(&mut oncall, &person, "mcp-gateway", "oncall-agent", &[]).await,
+        400,
+        "invalid_target",
+        "audience_not_allowed",
+    );
     // Scope widening.
     assert_refused(
         &exchange(&mut oncall, &person, "investigation-agent", "oncall-agent", &[("scope", "incidents:read repo:write")]).await,
@@ -137,11 +163,21 @@ async fn every_refusal_names_its_reason() {
     );
     // A token addressed to the investigation agent, exchanged by the monitoring agent.
     let mut mon = sts.connect(Some("monitoring")).await;
-    assert_refused(&exchange(&mut mon, &t1, "mcp-gateway", "monitoring-agent", &[]).await, 400, "invalid_request", "subject_not_addressed_to_agent");
+    assert_refused(
+        &exchange(&mut mon, &t1, "mcp-gateway", "monitoring-agent", &[]).await,
+        400,
+        "invalid_request",
+        "subject_not_addressed_to_agent",
+    );
     // A person's token may only start a session at an agent allowed to start one.
     let p_inv = sts.person_token("user1", "investigation-agent", "incidents:read");
     let mut inv = sts.connect(Some("investigation")).await;
-    assert_refused(&exchange(&mut inv, &p_inv, "mcp-gateway", "investigation-agent", &[]).await, 400, "unauthorized_client", "session_start_not_allowed");
+    assert_refused(
+        &exchange(&mut inv, &p_inv, "mcp-gateway", "investigation-agent", &[]).await,
+        400,
+        "unauthorized_client",
+        "session_start_not_allowed",
+    );
 
     // Subject tokens that are expired, garbled, wrongly signed, unsigned, HMAC'd, unknown-kid, mistyped.
     let (idp_kid, idp) = idp_key(&sts);
@@ -185,7 +221,12 @@ async fn every_refusal_names_its_reason() {
     let mut foreign = payload(&t1);
     foreign["iss"] = json!("https://elsewhere.example");
     let foreign = sign_compact(&foreign, &sts_signer, &sts_kid, Some(TYP_ACCESS_TOKEN));
-    assert_refused(&exchange(&mut inv, &foreign, "mcp-gateway", "investigation-agent", &[]).await, 400, "invalid_request", "issuer_untrusted");
+    assert_refused(
+        &exchange(&mut inv, &foreign, "mcp-gateway", "investigation-agent", &[]).await,
+        400,
+        "invalid_request",
+        "issuer_untrusted",
+    );
 
     // Every refusal above is audited with its reason.
     assert!(sts.wait_for_log("\"reason\":\"issuer_untrusted\""));
@@ -210,7 +251,9 @@ async fn depth_limit_refuses_the_hop_that_would_exceed_it() {
     // A registry where investigation and monitoring may call each other, chains at most 3 deep.
     let sts = Sts::start_with(|dir| {
         let reg = std::fs::read_to_string(dir.join("registry.toml")).unwrap();
-        let reg = reg.replace("max_depth = 4", "max_depth = 3").replace(r#"audiences = ["mcp-gateway"]"#, r#"audiences = ["mcp-gateway", "investigation-agent"]"#);
+        let reg = reg
+            .replace("max_depth = 4", "max_depth = 3")
+            .replace(r#"audiences = ["mcp-gateway"]"#, r#"audiences = ["mcp-gateway", "investigation-agent"]"#);
         std::fs::write(dir.join("registry.toml"), reg).unwrap();
     });
     let person = sts.person_token("user1", "oncall-agent", "incidents:read metrics:read");
@@ -253,7 +296,8 @@ async fn malformed_http_requests_get_clear_errors() {
 async fn metadata_jwks_and_admin_endpoints() {
     let sts = Sts::start();
     let mut c = sts.connect(None).await;
-    let m: serde_json::Value = serde_json::from_str(&c.send("GET", "/.well-known/oauth-authorization-server", None, vec![]).await.unwrap().body).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&c.send("GET", "/.well-known/oauth-authorization-server", None, vec![]).await.unwrap().body).unwrap();
     assert_eq!(m["issuer"], ISSUER);
     assert_eq!(m["token_endpoint"], format!("{ISSUER}/token"));
     assert_eq!(m["grant_types_supported"][0], TOKEN_EXCHANGE);

@@ -115,9 +115,7 @@ impl PrivateKey {
                 let seed: [u8; 32] = bytes.try_into().map_err(|_| TokenError::BadKey)?;
                 Ok(PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed)))
             }
-            Alg::Es256 => p256::ecdsa::SigningKey::from_slice(bytes)
-                .map(PrivateKey::P256)
-                .map_err(|_| TokenError::BadKey),
+            Alg::Es256 => p256::ecdsa::SigningKey::from_slice(bytes).map(PrivateKey::P256).map_err(|_| TokenError::BadKey),
         }
     }
 }

@@ -72,8 +72,7 @@ pub fn is_spiffe_id(s: &str) -> bool {
     let Some((td, path)) = rest.split_once('/') else {
         return false;
     };
-    let td_ok = !td.is_empty()
-        && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+    let td_ok = !td.is_empty() && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
     td_ok
         && path.split('/').all(|seg| {
             !seg.is_empty()

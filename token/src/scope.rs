@@ -8,9 +8,7 @@ const MAX_SCOPE_LEN: usize = 128;
 
 /// RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E ).
 pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_SCOPE_LEN
-        && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty() && s.len() <= MAX_SCOPE_LEN && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// A set of scopes, kept sorted and without duplicates so set operations are linear merges and

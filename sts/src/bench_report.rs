@@ -1,0 +1,25 @@
+//! Benchmark results as JSON under `bench-results/`, one file per benchmark, with the machine's
+//! core count, so runs on different days and machines can be compared.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+pub fn results_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+    std::fs::create_dir_all(&dir).expect("bench-results is writable");
+    dir
+}
+
+/// Writes `bench-results/<name>.json` with the results and what they were measured on.
+pub fn write(name: &str, results: Value) {
+    let doc = json!({
+        "benchmark": name,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "measured_at_unix": crate::server::unix_now(),
+        "results": results,
+    });
+    let path = results_dir().join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("serializes")).expect("write results");
+    println!("wrote {}", path.display());
+}
