@@ -3,8 +3,8 @@
 //! tested natively and by property tests.
 
 use actorchain_token::{
-    check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, Actor, ChainLimits, Claims, Expectations, KeySet,
-    ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
+    check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, verify_person, Actor, Audience, ChainLimits, Claims,
+    Expectations, KeySet, PersonIssuer, ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -18,11 +18,8 @@ use crate::registry::Registry;
 
 /// A person's identity provider whose tokens may start a session.
 #[derive(Debug, Clone)]
-pub struct PersonIssuer {
-    pub issuer: String,
-    pub keys: KeySet,
-    /// `typ` its tokens must carry; `None` accepts `JWT` or no `typ`, as most IdPs send.
-    pub typ: Option<String>,
+pub struct PersonSource {
+    pub issuer: PersonIssuer,
     /// Claims of the person's token copied into `ext` when a session starts (task, intent...).
     pub pass_claims: Vec<String>,
 }
@@ -32,7 +29,7 @@ pub struct PersonIssuer {
 pub struct Verifiers<'a> {
     pub issuer: &'a str,
     pub own_keys: &'a KeySet,
-    pub people: &'a [PersonIssuer],
+    pub people: &'a [PersonSource],
     pub window: TimeWindow,
     pub max_depth: usize,
 }
@@ -91,36 +88,6 @@ enum Subject {
     Person { sub: String, scope: ScopeSet, exp: u64, sid: String, ext: Map<String, Value> },
     /// An actorchain token addressed to the requesting agent: this exchange extends a chain.
     Chain(Claims),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, want: &str) -> bool {
-        match self {
-            Audience::One(a) => a == want,
-            Audience::Many(v) => v.iter().any(|a| a == want),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct PersonClaims {
-    iss: String,
-    sub: String,
-    aud: Audience,
-    exp: u64,
-    #[serde(default)]
-    nbf: u64,
-    iat: Option<u64>,
-    scope: Option<String>,
-    sid: Option<String>,
-    jti: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -188,23 +155,17 @@ fn verify_subject(token: &str, agent: &str, v: &Verifiers<'_>, now: u64) -> Resu
         })?;
         return Ok(Subject::Chain(claims));
     }
-    let Some(person) = v.people.iter().find(|p| p.issuer == iss) else {
+    let Some(person) = v.people.iter().find(|p| p.issuer.issuer == iss) else {
         return Err(ExchangeError::new(OAuthCode::InvalidRequest, "issuer_untrusted", "subject_token issuer is not trusted by this STS"));
     };
-    u.check_typ(person.typ.as_deref().map_or(TypRule::JwtOrAbsent, TypRule::Exactly)).map_err(subject_error)?;
-    let c: PersonClaims = u.claims().map_err(subject_error)?;
-    if !actorchain_token::is_principal_id(&c.sub) {
-        return Err(subject_error(TokenError::BadClaims));
-    }
-    v.window.check(now, c.nbf, c.exp, c.iat).map_err(subject_error)?;
-    if !c.aud.contains(agent) {
-        return Err(ExchangeError::new(
+    let c = verify_person(&u, &person.issuer, agent, v.window, now).map_err(|e| match e {
+        TokenError::WrongAudience => ExchangeError::new(
             OAuthCode::InvalidRequest,
             "subject_not_addressed_to_agent",
             format!("the person's token is not addressed to {agent}"),
-        ));
-    }
-    u.verify_signature(&person.keys).map_err(subject_error)?;
+        ),
+        e => subject_error(e),
+    })?;
     let scope = ScopeSet::parse(c.scope.as_deref().unwrap_or("")).map_err(subject_error)?;
     let ext = if person.pass_claims.is_empty() {
         Map::new()

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::error::{ExchangeError, OAuthCode};
-use crate::exchange::{authenticate, decide, AuditRecord, PersonIssuer, SvidTrust, Verifiers};
+use crate::exchange::{authenticate, decide, AuditRecord, PersonSource, SvidTrust, Verifiers};
 use crate::form::{parse_token_request, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
 use crate::keys::{generate, KeyRing, RotationPolicy};
 use crate::metrics::Metrics;
@@ -54,7 +54,7 @@ pub struct Sts {
     cfg: Config,
     alg: actorchain_token::Alg,
     registry: RwLock<Arc<Registry>>,
-    people: RwLock<Arc<Vec<PersonIssuer>>>,
+    people: RwLock<Arc<Vec<PersonSource>>>,
     svid: RwLock<Arc<SvidTrust>>,
     keys: RwLock<Arc<KeyState>>,
     mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
@@ -278,14 +278,12 @@ fn watched_files(cfg: &Config) -> Vec<PathBuf> {
     v
 }
 
-fn load_people(cfg: &Config) -> Result<Vec<PersonIssuer>, String> {
+fn load_people(cfg: &Config) -> Result<Vec<PersonSource>, String> {
     cfg.people
         .iter()
         .map(|p| {
-            Ok(PersonIssuer {
-                issuer: p.issuer.clone(),
-                keys: read_keyset(&p.jwks_file)?,
-                typ: p.typ.clone(),
+            Ok(PersonSource {
+                issuer: actorchain_token::PersonIssuer { issuer: p.issuer.clone(), keys: read_keyset(&p.jwks_file)?, typ: p.typ.clone() },
                 pass_claims: p.pass_claims.clone(),
             })
         })

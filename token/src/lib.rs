@@ -10,6 +10,7 @@ mod header;
 mod json_limits;
 mod jwks;
 mod jws;
+mod person;
 mod scope;
 mod time;
 
@@ -21,6 +22,7 @@ pub use header::{Header, TypRule, TYP_ACCESS_TOKEN};
 pub use json_limits::{check_json_depth, MAX_JSON_DEPTH};
 pub use jwks::{Jwk, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 pub use jws::{sign_compact, Unverified, MAX_TOKEN_BYTES};
+pub use person::{verify_person, Audience, PersonClaims, PersonIssuer};
 pub use scope::{is_scope_token, ScopeSet};
 pub use time::TimeWindow;
 
