@@ -1,1 +1,24 @@
+//! actorchain, the Envoy filter. Outbound, it exchanges the token an agent holds for a single-hop
+//! token for the next audience; inbound, it verifies tokens and hands the app the verified identity.
+//!
+//! Everything that decides is pure and tested natively: configuration, bearer parsing, inbound
+//! verification and route checks, outbound planning, the exchange cache, replies, and the request
+//! flow itself (`filter`), which talks to the proxy only through the `Host` trait. The proxy-wasm
+//! glue (`wasm`) implements that trait and is compiled only for wasm32.
+
+pub mod bearer;
+pub mod cache;
+pub mod config;
+pub mod filter;
+pub mod host;
+pub mod identity;
+pub mod inbound;
+pub mod outbound;
+pub mod reply;
+pub mod singleflight;
+pub mod trace;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
 pub use actorchain_token as token;

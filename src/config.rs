@@ -1,0 +1,337 @@
+//! Plugin configuration: JSON, parsed and validated once in `on_configure`. Every error names the
+//! field, and an invalid configuration makes Envoy refuse the plugin.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use actorchain_token::{is_principal_id, ChainLimits, KeySet, PersonIssuer, ScopeSet, TimeWindow, MAX_DEPTH_CEILING};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "actorchain plugin configuration: {}", self.0)
+    }
+}
+
+fn err<T>(field: &str, msg: impl fmt::Display) -> Result<T, ConfigError> {
+    Err(ConfigError(format!("{field}: {msg}")))
+}
+
+/// How to reach the STS: an Envoy cluster (whose upstream TLS presents this workload's SVID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub token_path: String,
+    pub jwks_path: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Option<String>,
+    pub path_prefix: String,
+    pub scopes: ScopeSet,
+    /// People allowed to have started the chain; empty means anyone.
+    pub originators: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    pub issuer: String,
+    /// This workload's identity: tokens must be addressed exactly to it.
+    pub audience: String,
+    pub sts: StsConfig,
+    pub window: TimeWindow,
+    pub limits: ChainLimits,
+    pub jwks_refresh: Duration,
+    /// Least time between two JWKS fetches caused by unknown `kid`s.
+    pub jwks_min_refetch: Duration,
+    /// Identity providers whose person tokens this entry point accepts (a session's first hop).
+    pub people: Vec<PersonIssuer>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// The agent this workload speaks for (`client_id` at the STS).
+    pub agent: String,
+    pub sts: StsConfig,
+    /// Destination authority (host or host:port) → audience identity.
+    pub destinations: HashMap<String, String>,
+    pub pass_unmapped: bool,
+    /// A cached token is used until this long before its `exp`.
+    pub cache_margin_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Config {
+    Inbound(InboundConfig),
+    Outbound(OutboundConfig),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSts {
+    cluster: String,
+    #[serde(default = "default_authority")]
+    authority: String,
+    #[serde(default = "default_token_path")]
+    token_path: String,
+    #[serde(default = "default_jwks_path")]
+    jwks_path: String,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerson {
+    issuer: String,
+    jwks: serde_json::Value,
+    typ: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Option<String>,
+    path_prefix: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    originators: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbound {
+    issuer: String,
+    audience: String,
+    sts: RawSts,
+    #[serde(default = "default_leeway")]
+    leeway_seconds: u64,
+    #[serde(default = "default_depth")]
+    max_depth: usize,
+    #[serde(default = "default_refresh")]
+    jwks_refresh_seconds: u64,
+    #[serde(default = "default_refetch")]
+    jwks_min_refetch_seconds: u64,
+    #[serde(default)]
+    people: Vec<RawPerson>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbound {
+    agent: String,
+    sts: RawSts,
+    destinations: HashMap<String, String>,
+    #[serde(default = "default_unmapped")]
+    unmapped_destination: String,
+    #[serde(default = "default_margin")]
+    cache_margin_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+enum Raw {
+    Inbound(RawInbound),
+    Outbound(RawOutbound),
+}
+
+fn default_authority() -> String {
+    "sts.actorchain.dev".into()
+}
+fn default_token_path() -> String {
+    "/token".into()
+}
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".into()
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_depth() -> usize {
+    actorchain_token::DEFAULT_MAX_DEPTH
+}
+fn default_refresh() -> u64 {
+    60
+}
+fn default_refetch() -> u64 {
+    10
+}
+fn default_unmapped() -> String {
+    "refuse".into()
+}
+fn default_margin() -> u64 {
+    10
+}
+
+fn sts(raw: RawSts) -> Result<StsConfig, ConfigError> {
+    if raw.cluster.is_empty() {
+        return err("sts.cluster", "must name the Envoy cluster of the STS");
+    }
+    // A callout timeout of 0 means "no timeout" to Envoy; never allow it.
+    if !(1..=30_000).contains(&raw.timeout_ms) {
+        return err("sts.timeout_ms", "must be between 1 and 30000");
+    }
+    for (f, p) in [("sts.token_path", &raw.token_path), ("sts.jwks_path", &raw.jwks_path)] {
+        if !p.starts_with('/') {
+            return err(f, "must be an absolute path");
+        }
+    }
+    Ok(StsConfig {
+        cluster: raw.cluster,
+        authority: raw.authority,
+        token_path: raw.token_path,
+        jwks_path: raw.jwks_path,
+        timeout: Duration::from_millis(raw.timeout_ms),
+    })
+}
+
+fn principal(field: &str, v: &str) -> Result<(), ConfigError> {
+    if is_principal_id(v) {
+        Ok(())
+    } else {
+        err(field, format!("{v:?} is not a valid identity (1-256 printable ASCII, no spaces)"))
+    }
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+        match raw {
+            Raw::Inbound(r) => inbound(r).map(Config::Inbound),
+            Raw::Outbound(r) => outbound(r).map(Config::Outbound),
+        }
+    }
+}
+
+fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
+    if r.issuer.is_empty() {
+        return err("issuer", "required");
+    }
+    principal("audience", &r.audience)?;
+    if r.leeway_seconds > 300 {
+        return err("leeway_seconds", "at most 300");
+    }
+    if !(1..=MAX_DEPTH_CEILING).contains(&r.max_depth) {
+        return err("max_depth", format!("must be between 1 and {MAX_DEPTH_CEILING}"));
+    }
+    if !(5..=86_400).contains(&r.jwks_refresh_seconds) {
+        return err("jwks_refresh_seconds", "must be between 5 and 86400");
+    }
+    if !(1..=3600).contains(&r.jwks_min_refetch_seconds) {
+        return err("jwks_min_refetch_seconds", "must be between 1 and 3600");
+    }
+    let mut people = Vec::new();
+    for (i, p) in r.people.into_iter().enumerate() {
+        if p.issuer.is_empty() || p.issuer == r.issuer {
+            return err(&format!("people[{i}].issuer"), "required, and different from the STS issuer");
+        }
+        let keys = KeySet::from_jwks(p.jwks.to_string().as_bytes()).or_else(|e| err(&format!("people[{i}].jwks"), e))?;
+        if keys.is_empty() {
+            return err(&format!("people[{i}].jwks"), "has no usable EdDSA or ES256 key");
+        }
+        people.push(PersonIssuer { issuer: p.issuer, keys, typ: p.typ });
+    }
+    let mut routes = Vec::new();
+    for (i, rt) in r.routes.into_iter().enumerate() {
+        let f = |n: &str| format!("routes[{i}].{n}");
+        if !rt.path_prefix.starts_with('/') {
+            return err(&f("path_prefix"), "must start with /");
+        }
+        if let Some(m) = &rt.method {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                return err(&f("method"), "must be an upper-case HTTP method");
+            }
+        }
+        let scopes = ScopeSet::from_tokens(rt.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
+        for (j, o) in rt.originators.iter().enumerate() {
+            principal(&f(&format!("originators[{j}]")), o)?;
+        }
+        routes.push(Route { method: rt.method, path_prefix: rt.path_prefix, scopes, originators: rt.originators });
+    }
+    Ok(InboundConfig {
+        issuer: r.issuer,
+        audience: r.audience,
+        sts: sts(r.sts)?,
+        window: TimeWindow { leeway_secs: r.leeway_seconds },
+        limits: ChainLimits { max_depth: r.max_depth },
+        jwks_refresh: Duration::from_secs(r.jwks_refresh_seconds),
+        jwks_min_refetch: Duration::from_secs(r.jwks_min_refetch_seconds),
+        people,
+        routes,
+    })
+}
+
+fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
+    principal("agent", &r.agent)?;
+    let pass_unmapped = match r.unmapped_destination.as_str() {
+        "refuse" => false,
+        "pass_through" => true,
+        other => return err("unmapped_destination", format!("{other:?} is neither \"refuse\" nor \"pass_through\"")),
+    };
+    if r.cache_margin_seconds > 600 {
+        return err("cache_margin_seconds", "at most 600");
+    }
+    let mut destinations = HashMap::new();
+    for (authority, audience) in r.destinations {
+        if authority.is_empty() || authority.bytes().any(|b| b.is_ascii_uppercase() || b == b'/') {
+            return err(&format!("destinations.{authority}"), "keys are lower-case host or host:port");
+        }
+        principal(&format!("destinations.{authority}"), &audience)?;
+        destinations.insert(authority, audience);
+    }
+    Ok(OutboundConfig { agent: r.agent, sts: sts(r.sts)?, destinations, pass_unmapped, cache_margin_secs: r.cache_margin_seconds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IN: &str = r#"{"mode":"inbound","issuer":"https://sts","audience":"mcp-gateway","sts":{"cluster":"sts"},
+        "routes":[{"method":"POST","path_prefix":"/mcp","scopes":["repo:write"],"originators":["user1"]}]}"#;
+    const OUT: &str = r#"{"mode":"outbound","agent":"oncall-agent","sts":{"cluster":"sts","timeout_ms":500},
+        "destinations":{"investigation":"investigation-agent"}}"#;
+
+    #[test]
+    fn parses_both_modes() {
+        let Config::Inbound(i) = Config::parse(IN.as_bytes()).unwrap() else { panic!("inbound") };
+        assert_eq!(i.audience, "mcp-gateway");
+        assert_eq!(i.routes[0].scopes.to_string(), "repo:write");
+        assert_eq!(i.sts.timeout, Duration::from_secs(1));
+        let Config::Outbound(o) = Config::parse(OUT.as_bytes()).unwrap() else { panic!("outbound") };
+        assert_eq!(o.destinations["investigation"], "investigation-agent");
+        assert!(!o.pass_unmapped);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (cfg, field) in [
+            (IN.replace("\"cluster\":\"sts\"", "\"cluster\":\"sts\",\"timeout_ms\":0"), "sts.timeout_ms"),
+            (IN.replace("\"audience\":\"mcp-gateway\"", "\"audience\":\"a b\""), "audience"),
+            (IN.replace("\"/mcp\"", "\"mcp\""), "routes[0].path_prefix"),
+            (IN.replace("\"POST\"", "\"post\""), "routes[0].method"),
+            (IN.replace("repo:write", "repo write"), "routes[0].scopes"),
+            (IN.replace("\"issuer\"", "\"isuer\""), "unknown field `isuer`"),
+            (OUT.replace("\"investigation\":", "\"Investigation\":"), "destinations.Investigation"),
+            (OUT.replace("\"agent\"", "\"unmapped_destination\":\"allow\",\"agent\""), "unmapped_destination"),
+            (r#"{"mode":"sideways"}"#.to_string(), "unknown variant `sideways`"),
+            (IN.replace("\"routes\"", "\"people\":[{\"issuer\":\"https://idp\",\"jwks\":{\"keys\":[]}}],\"routes\""), "people[0].jwks"),
+        ] {
+            let e = Config::parse(cfg.as_bytes()).unwrap_err();
+            assert!(e.0.contains(field), "{e} should name {field}");
+        }
+    }
+}

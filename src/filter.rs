@@ -1,0 +1,227 @@
+//! The request flow of both directions, written against `Host` so it runs the same in Envoy and in
+//! native tests.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use actorchain_token::KeySet;
+use serde_json::json;
+
+use crate::cache;
+use crate::config::{InboundConfig, OutboundConfig};
+use crate::host::Host;
+use crate::identity;
+use crate::inbound::{authenticate, authorize, identity_headers, Outcome};
+use crate::outbound;
+use crate::reply::{self, LocalReply};
+use crate::singleflight::Inflight;
+use crate::trace::context_keys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+/// What a paused outbound request ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward with this `Authorization` value.
+    Forward(String),
+    Refuse(LocalReply),
+}
+
+/// Applies a verdict to the request the host currently addresses.
+pub fn apply<H: Host>(host: &mut H, verdict: &Verdict) {
+    match verdict {
+        Verdict::Forward(auth) => host.set_request_header("authorization", Some(auth)),
+        Verdict::Refuse(r) => host.send_reply(r),
+    }
+}
+
+/// The verification keys of one worker, and when to fetch them again.
+#[derive(Debug, Default)]
+pub struct Jwks {
+    pub keys: Option<Rc<KeySet>>,
+    /// Shared-data version last adopted, to notice what another worker fetched.
+    pub adopted_cas: Option<u32>,
+    pub fetched_at: u64,
+    pub last_attempt: u64,
+    pub in_flight: bool,
+    /// A token named a `kid` we lack: fetch again soon, rate-limited.
+    pub refetch_wanted: bool,
+}
+
+/// Shared-data key of the JWKS document every worker adopts: `"<fetched_at>\n<jwks json>"`.
+pub const JWKS_KEY: &str = "actorchain.jwks";
+
+impl Jwks {
+    /// Whether to start a fetch now. Until keys arrive, retry every second; then refresh on
+    /// schedule, or sooner (bounded by `min_refetch`) after an unknown `kid`.
+    pub fn should_fetch(&self, now: u64, refresh: u64, min_refetch: u64) -> bool {
+        if self.in_flight {
+            return false;
+        }
+        let since_attempt = now.saturating_sub(self.last_attempt);
+        match self.keys {
+            None => since_attempt >= 1,
+            Some(_) => {
+                now.saturating_sub(self.fetched_at) >= refresh && since_attempt >= 1
+                    || self.refetch_wanted && since_attempt >= min_refetch
+            }
+        }
+    }
+
+    /// Adopts a JWKS document. A document that does not parse changes nothing: the old keys stay.
+    pub fn adopt(&mut self, json: &[u8], fetched_at: u64) -> Result<(), actorchain_token::TokenError> {
+        let set = KeySet::from_jwks(json)?;
+        self.keys = Some(Rc::new(set));
+        self.fetched_at = fetched_at;
+        self.refetch_wanted = false;
+        Ok(())
+    }
+}
+
+pub struct InboundFilter {
+    pub cfg: Rc<InboundConfig>,
+    pub jwks: Rc<RefCell<Jwks>>,
+}
+
+impl InboundFilter {
+    pub fn on_request_headers<H: Host>(&self, host: &mut H) -> Action {
+        let headers = host.request_headers();
+        // Identity headers are ours alone: whatever arrived from outside is dropped first.
+        for (name, _) in headers.iter().filter(|(n, _)| identity::is_identity_header(n)) {
+            host.set_request_header(name, None);
+        }
+        let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
+        let keys = self.jwks.borrow().keys.clone();
+        let now = host.now();
+        let (who, token) = match authenticate(&self.cfg, keys.as_deref(), &auth, now) {
+            Outcome::Accepted { identity, token } => (identity, token),
+            Outcome::Refused { reply, refetch_keys } => {
+                if refetch_keys {
+                    self.jwks.borrow_mut().refetch_wanted = true;
+                }
+                return refuse(host, "inbound", reply, json!({}));
+            }
+        };
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let method = find(":method").unwrap_or("");
+        let path = find(":path").unwrap_or("/");
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let about = json!({"sub": who.sub, "chain": who.agents, "scope": who.scope, "jti": who.jti});
+        if let Err(reply) = authorize(&self.cfg, &who, method, path) {
+            return refuse(host, "inbound", reply, about);
+        }
+        for (name, value) in identity_headers(&who) {
+            host.set_request_header(name, Some(&value));
+        }
+        // Recorded so the outbound side can find the subject through the trace context.
+        for key in context_keys(find("traceparent"), find("x-request-id")) {
+            host.shared_set(&key, &cache::encode(who.exp, token));
+        }
+        host.count("actorchain.inbound.accepted");
+        host.audit(&json!({"kind": "decision", "direction": "inbound", "decision": "accepted", "reason": "valid", "about": about}).to_string());
+        Action::Continue
+    }
+}
+
+fn refuse<H: Host>(host: &mut H, direction: &str, reply: LocalReply, about: serde_json::Value) -> Action {
+    host.count(&format!("actorchain.{direction}.refused.{}", reply.reason));
+    host.audit(
+        &json!({"kind": "decision", "direction": direction, "decision": "refused", "reason": reply.reason, "status": reply.status, "about": about})
+            .to_string(),
+    );
+    host.send_reply(&reply);
+    Action::Pause
+}
+
+/// An outbound request waiting for an exchange (its own call, or one another request started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub key: String,
+    pub audience: String,
+    pub leader: bool,
+}
+
+pub struct OutboundFilter {
+    pub cfg: Rc<OutboundConfig>,
+    pub inflight: Rc<RefCell<Inflight>>,
+    pub context_id: u32,
+    pub pending: Option<Pending>,
+}
+
+impl OutboundFilter {
+    pub fn on_request_headers<H: Host>(&mut self, host: &mut H) -> Action {
+        let headers = host.request_headers();
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let audience = match outbound::audience(&self.cfg, find(":authority").unwrap_or("")) {
+            Ok(Some(a)) => a.to_string(),
+            Ok(None) => return Action::Continue,
+            Err(reply) => return refuse(host, "outbound", reply, json!({})),
+        };
+        let now = host.now();
+        let recorded = context_keys(find("traceparent"), find("x-request-id")).iter().find_map(|k| {
+            let v = host.shared_get(k)?;
+            let (exp, token) = cache::decode(&v)?;
+            cache::fresh(exp, now, 0).then(|| token.to_string())
+        });
+        let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
+        let subject = match outbound::subject(&auth, recorded) {
+            Ok(s) => s,
+            Err(reply) => return refuse(host, "outbound", reply, json!({"audience": audience})),
+        };
+        let key = cache::exchange_key(&subject, &audience);
+        if let Some((exp, token)) = host.shared_get(&key).as_deref().and_then(cache::decode).map(|(e, t)| (e, t.to_string())) {
+            if cache::fresh(exp, now, self.cfg.cache_margin_secs) {
+                host.count("actorchain.outbound.cache_hit");
+                host.set_request_header("authorization", Some(&format!("Bearer {token}")));
+                return Action::Continue;
+            }
+        }
+        host.count("actorchain.outbound.cache_miss");
+        let leader = self.inflight.borrow_mut().join(&key, self.context_id);
+        self.pending = Some(Pending { key: key.clone(), audience: audience.clone(), leader });
+        if !leader {
+            return Action::Pause;
+        }
+        let (hdrs, body) = outbound::token_request(&self.cfg.sts, &self.cfg.agent, &subject, &audience);
+        let hdrs: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match host.dispatch(&self.cfg.sts, &hdrs, body.as_bytes()) {
+            Ok(_) => Action::Pause,
+            Err(why) => {
+                // Nobody else can be waiting yet: the join and this failure happen in one callback.
+                self.inflight.borrow_mut().finish(&key);
+                self.pending = None;
+                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), json!({"audience": audience}))
+            }
+        }
+    }
+
+    /// The STS answered this request's call (`status` `None`: no response at all). Caches a
+    /// granted token and returns the verdict for this request and every request that waited for it.
+    pub fn on_sts_reply<H: Host>(&mut self, host: &mut H, status: Option<u32>, body: &[u8]) -> (Verdict, Vec<u32>) {
+        let Some(p) = self.pending.take() else {
+            return (Verdict::Refuse(reply::unavailable("sts_reply_unexpected", "no exchange was pending")), Vec::new());
+        };
+        let waiters = self.inflight.borrow_mut().finish(&p.key);
+        let verdict = match outbound::read_reply(status, body, host.now()) {
+            Ok((token, exp)) => {
+                host.shared_set(&p.key, &cache::encode(exp, &token));
+                host.count("actorchain.outbound.exchanged");
+                host.audit(&json!({"kind": "decision", "direction": "outbound", "decision": "exchanged", "audience": p.audience, "exp": exp}).to_string());
+                Verdict::Forward(format!("Bearer {token}"))
+            }
+            Err(reply) => {
+                host.count(&format!("actorchain.outbound.refused.{}", reply.reason));
+                host.audit(
+                    &json!({"kind": "decision", "direction": "outbound", "decision": "refused", "reason": reply.reason, "status": reply.status, "audience": p.audience})
+                        .to_string(),
+                );
+                Verdict::Refuse(reply)
+            }
+        };
+        (verdict, waiters)
+    }
+}

@@ -1,0 +1,23 @@
+//! Everything the filter needs from the proxy, as one small trait. The proxy-wasm glue
+//! implements it; native tests implement it with a fake, since a real host call does not even
+//! link outside Envoy.
+
+use crate::config::StsConfig;
+use crate::reply::LocalReply;
+
+pub trait Host {
+    /// Seconds since the epoch.
+    fn now(&self) -> u64;
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// All request headers, in order, names lower-case.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    fn send_reply(&mut self, reply: &LocalReply);
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
+    fn shared_set(&mut self, key: &str, value: &[u8]);
+    /// Starts an HTTP call to the STS cluster; the answer arrives later.
+    fn dispatch(&mut self, sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String>;
+    /// One audit line (JSON); never contains a token.
+    fn audit(&self, line: &str);
+    fn count(&mut self, metric: &str);
+}

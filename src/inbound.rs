@@ -1,0 +1,118 @@
+//! Inbound decisions: is the bearer token a valid actorchain token for this workload (or, at a
+//! session's entry point, a valid person's token), and does the route allow it.
+
+use actorchain_token::{peek_issuer, verify, verify_person, Expectations, KeySet, ScopeSet, TokenError, Unverified};
+
+use crate::bearer::{bearer, BearerError};
+use crate::config::InboundConfig;
+use crate::identity;
+use crate::reply::{self, LocalReply};
+
+/// The identity a verified token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub sub: String,
+    /// Agents oldest first; empty for a person's own token.
+    pub agents: Vec<String>,
+    pub scope: String,
+    pub sid: Option<String>,
+    pub jti: Option<String>,
+    pub exp: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Accepted { identity: Verified, token: &'a str },
+    /// `refetch_keys`: the token named a key we do not have; the JWKS may have moved on.
+    Refused { reply: LocalReply, refetch_keys: bool },
+}
+
+fn refused<'a>(reply: LocalReply) -> Outcome<'a> {
+    Outcome::Refused { reply, refetch_keys: false }
+}
+
+fn token_refusal<'a>(e: TokenError) -> Outcome<'a> {
+    Outcome::Refused { reply: reply::invalid_token(e.reason(), &e.to_string()), refetch_keys: e == TokenError::UnknownKid }
+}
+
+/// Verifies the request's credentials. `keys` is `None` until the first JWKS has arrived, and
+/// then the filter fails closed with 503 rather than guess.
+pub fn authenticate<'a>(cfg: &InboundConfig, keys: Option<&KeySet>, authorization: &[&'a str], now: u64) -> Outcome<'a> {
+    let token = match bearer(authorization) {
+        Ok(Some(t)) => t,
+        Ok(None) => return refused(reply::token_missing()),
+        Err(BearerError::Multiple) => return refused(reply::invalid_request("bearer_multiple", "send exactly one Authorization header")),
+        Err(BearerError::Malformed) => return refused(reply::invalid_request("bearer_malformed", "Authorization must be `Bearer <token>`")),
+    };
+    let Some(keys) = keys else {
+        return refused(reply::unavailable("keys_not_loaded", "the STS signing keys have not been fetched yet"));
+    };
+    let u = match Unverified::peek(token) {
+        Ok(u) => u,
+        Err(e) => return token_refusal(e),
+    };
+    let iss = match peek_issuer(&u) {
+        Ok(i) => i,
+        Err(e) => return token_refusal(e),
+    };
+    if iss == cfg.issuer {
+        let exp = Expectations { issuer: &cfg.issuer, audience: &cfg.audience, window: cfg.window, limits: cfg.limits };
+        return match verify(token, keys, &exp, now) {
+            Ok(c) => Outcome::Accepted {
+                identity: Verified {
+                    agents: c.act.agents_oldest_first().into_iter().map(String::from).collect(),
+                    sub: c.sub,
+                    scope: c.scope,
+                    sid: Some(c.sid),
+                    jti: Some(c.jti),
+                    exp: c.exp,
+                },
+                token,
+            },
+            Err(e) => token_refusal(e),
+        };
+    }
+    let Some(person) = cfg.people.iter().find(|p| p.issuer == iss) else {
+        return refused(reply::invalid_token("issuer_untrusted", "the token's issuer is not trusted here"));
+    };
+    match verify_person(&u, person, &cfg.audience, cfg.window, now) {
+        Ok(c) => Outcome::Accepted {
+            identity: Verified { sub: c.sub, agents: Vec::new(), scope: c.scope.unwrap_or_default(), sid: c.sid, jti: c.jti, exp: c.exp },
+            token,
+        },
+        Err(e) => token_refusal(e),
+    }
+}
+
+/// Applies the first route that matches `method` and `path`: required scopes, allowed originators.
+/// A request no route matches needs only a valid token.
+pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) -> Result<(), LocalReply> {
+    let Some(route) = cfg.routes.iter().find(|r| r.method.as_deref().is_none_or(|m| m == method) && path.starts_with(&r.path_prefix)) else {
+        return Ok(());
+    };
+    let held = ScopeSet::parse(&who.scope).unwrap_or_default();
+    if !route.scopes.is_subset(&held) {
+        let missing = route.scopes.difference(&held).to_string();
+        return Err(reply::insufficient_scope("scope_missing", &format!("this route needs scope {missing}"), &route.scopes.to_string()));
+    }
+    if !route.originators.is_empty() && !route.originators.iter().any(|o| *o == who.sub) {
+        return Err(reply::forbidden("originator_not_allowed", "this route does not serve requests started by this person"));
+    }
+    Ok(())
+}
+
+/// The headers that hand the verified identity to the app.
+pub fn identity_headers(who: &Verified) -> Vec<(&'static str, String)> {
+    let mut h = vec![(identity::SUB, who.sub.clone()), (identity::SCOPE, who.scope.clone())];
+    if let Some(agent) = who.agents.last() {
+        h.push((identity::AGENT, agent.clone()));
+        h.push((identity::CHAIN, who.agents.join(",")));
+    }
+    if let Some(sid) = &who.sid {
+        h.push((identity::SESSION, sid.clone()));
+    }
+    if let Some(jti) = &who.jti {
+        h.push((identity::TOKEN_ID, jti.clone()));
+    }
+    h
+}

@@ -1,0 +1,153 @@
+//! Outbound decisions: which audience a destination is, which token to exchange, the STS request,
+//! and what the STS's answer means.
+
+use actorchain_token::MAX_TOKEN_BYTES;
+use serde::Deserialize;
+
+use crate::bearer::bearer;
+use crate::config::{OutboundConfig, StsConfig};
+use crate::reply::{self, LocalReply};
+
+/// Largest STS answer read.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024;
+
+/// The audience for a destination authority: exact match first, then the host without its port.
+/// `Ok(None)` means pass the request through untouched (only when configured so).
+pub fn audience<'c>(cfg: &'c OutboundConfig, authority: &str) -> Result<Option<&'c str>, LocalReply> {
+    let authority = authority.to_ascii_lowercase();
+    let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
+    match cfg.destinations.get(&authority).or_else(|| cfg.destinations.get(host)) {
+        Some(a) => Ok(Some(a)),
+        None if cfg.pass_unmapped => Ok(None),
+        None => Err(reply::forbidden("destination_unmapped", &format!("no audience is configured for destination {authority}"))),
+    }
+}
+
+/// The token to exchange: the one the app propagated in `Authorization`, or else the one recorded
+/// when the request that started this work was accepted (found through its trace context).
+pub fn subject(authorization: &[&str], recorded: Option<String>) -> Result<String, LocalReply> {
+    match bearer(authorization) {
+        Ok(Some(t)) => Ok(t.to_string()),
+        Ok(None) => recorded.ok_or_else(|| {
+            reply::forbidden("no_subject_token", "no token to exchange: none in Authorization and none recorded for this trace context")
+        }),
+        Err(_) => Err(reply::invalid_request("bearer_malformed", "the outgoing Authorization header is not a single bearer token")),
+    }
+}
+
+/// Headers and form body of the RFC 8693 request to the STS.
+pub fn token_request(sts: &StsConfig, agent: &str, subject: &str, audience: &str) -> (Vec<(&'static str, String)>, String) {
+    let body = form_urlencoded::Serializer::new(String::with_capacity(subject.len() + 256))
+        .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+        .append_pair("subject_token", subject)
+        .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
+        .append_pair("audience", audience)
+        .append_pair("client_id", agent)
+        .finish();
+    let headers = vec![
+        (":method", "POST".to_string()),
+        (":path", sts.token_path.clone()),
+        (":authority", sts.authority.clone()),
+        ("content-type", "application/x-www-form-urlencoded".to_string()),
+        ("accept", "application/json".to_string()),
+    ];
+    (headers, body)
+}
+
+#[derive(Deserialize)]
+struct Granted {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct Refused {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    actorchain_reason: String,
+}
+
+/// Reads the STS's answer. `status` is `None` when the call failed without a response (reset,
+/// timeout, no healthy upstream): that, 5xx, 429 or anything unreadable fails closed with 503; a
+/// 4xx refusal becomes 403 carrying the STS's error.
+pub fn read_reply(status: Option<u32>, body: &[u8], now: u64) -> Result<(String, u64), LocalReply> {
+    let unavailable = |reason, what: &str| Err(reply::unavailable(reason, what));
+    match status {
+        None => unavailable("sts_unreachable", "the token service did not answer"),
+        Some(200) => {
+            let Ok(g) = serde_json::from_slice::<Granted>(body) else {
+                return unavailable("sts_reply_malformed", "the token service answered with something that is not a token");
+            };
+            if g.access_token.is_empty() || g.access_token.len() > MAX_TOKEN_BYTES || g.expires_in == 0 || g.expires_in > 86_400 {
+                return unavailable("sts_reply_malformed", "the token service answered with an unusable token");
+            }
+            Ok((g.access_token, now + g.expires_in))
+        }
+        Some(s) if (400..500).contains(&s) && s != 429 => match serde_json::from_slice::<Refused>(body) {
+            Ok(r) => Err(reply::exchange_refused(&r.error, &r.actorchain_reason, &r.error_description)),
+            Err(_) => unavailable("sts_reply_malformed", "the token service refused without an error body"),
+        },
+        Some(_) => unavailable("sts_error", "the token service failed; try again"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg(pass: bool) -> OutboundConfig {
+        let j = format!(
+            r#"{{"mode":"outbound","agent":"oncall-agent","sts":{{"cluster":"sts"}},"destinations":{{"investigation":"investigation-agent","mcp:8080":"mcp-gateway"}},"unmapped_destination":"{}"}}"#,
+            if pass { "pass_through" } else { "refuse" }
+        );
+        match Config::parse(j.as_bytes()).unwrap() {
+            Config::Outbound(o) => o,
+            Config::Inbound(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn maps_destinations() {
+        let c = cfg(false);
+        assert_eq!(audience(&c, "investigation").unwrap(), Some("investigation-agent"));
+        assert_eq!(audience(&c, "Investigation:80").unwrap(), Some("investigation-agent"));
+        assert_eq!(audience(&c, "mcp:8080").unwrap(), Some("mcp-gateway"));
+        assert_eq!(audience(&c, "elsewhere").unwrap_err().reason, "destination_unmapped");
+        assert_eq!(audience(&cfg(true), "elsewhere").unwrap(), None);
+    }
+
+    #[test]
+    fn picks_the_subject() {
+        assert_eq!(subject(&["Bearer a.b.c"], Some("rec".into())).unwrap(), "a.b.c");
+        assert_eq!(subject(&[], Some("rec".into())).unwrap(), "rec");
+        assert_eq!(subject(&[], None).unwrap_err().reason, "no_subject_token");
+        assert_eq!(subject(&["Bearer a b"], None).unwrap_err().reason, "bearer_malformed");
+    }
+
+    #[test]
+    fn builds_the_rfc8693_request() {
+        let c = cfg(false);
+        let (h, body) = token_request(&c.sts, &c.agent, "t.o.k", "investigation-agent");
+        assert!(h.contains(&(":path", "/token".into())));
+        let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        assert!(params.contains(&("grant_type".into(), "urn:ietf:params:oauth:grant-type:token-exchange".into())));
+        assert!(params.contains(&("client_id".into(), "oncall-agent".into())));
+        assert!(params.contains(&("subject_token".into(), "t.o.k".into())));
+    }
+
+    #[test]
+    fn reads_every_kind_of_answer() {
+        assert_eq!(read_reply(Some(200), br#"{"access_token":"x.y.z","expires_in":60}"#, 100).unwrap(), ("x.y.z".into(), 160));
+        assert_eq!(read_reply(None, b"", 0).unwrap_err().status, 503);
+        assert_eq!(read_reply(Some(503), b"", 0).unwrap_err().reason, "sts_error");
+        assert_eq!(read_reply(Some(429), b"{}", 0).unwrap_err().status, 503);
+        assert_eq!(read_reply(Some(200), b"<html>", 0).unwrap_err().reason, "sts_reply_malformed");
+        assert_eq!(read_reply(Some(200), br#"{"access_token":"x","expires_in":0}"#, 0).unwrap_err().status, 503);
+        let r = read_reply(Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed","error_description":"d"}"#, 0).unwrap_err();
+        assert_eq!((r.status, r.reason), (403, "exchange_refused"));
+        assert!(r.body.contains("audience_not_allowed"));
+    }
+}

@@ -1,0 +1,290 @@
+//! The proxy-wasm glue: the only code that calls the host. It implements `Host` with host calls
+//! (which act on whichever context is effective), wires the root and HTTP contexts to `filter`,
+//! and fetches the JWKS from the root context.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as WasmAction, ContextType, LogLevel, MapType, MetricType};
+
+use crate::cache;
+use crate::config::{Config, InboundConfig, StsConfig};
+use crate::filter::{apply, Action, InboundFilter, Jwks, OutboundFilter, Verdict, JWKS_KEY};
+use crate::host::Host;
+use crate::reply::{self, LocalReply};
+use crate::singleflight::Inflight;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Metric ids by name, defined on first use (per worker).
+#[derive(Default)]
+struct Metrics(HashMap<String, u32>);
+
+impl Metrics {
+    fn count(&mut self, name: &str) {
+        let id = match self.0.get(name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, name) {
+                Ok(id) => *self.0.entry(name.to_string()).or_insert(id),
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+fn now_secs() -> u64 {
+    hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+}
+
+/// `Host` over the effective context's request.
+struct WasmHost {
+    metrics: Rc<RefCell<Metrics>>,
+}
+
+impl Host for WasmHost {
+    fn now(&self) -> u64 {
+        now_secs()
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn send_reply(&mut self, r: &LocalReply) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+    }
+
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v).filter(|v| !v.is_empty())
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8]) {
+        let _ = hostcalls::set_shared_data(key, Some(value), None);
+    }
+
+    fn dispatch(&mut self, sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(&sts.cluster, headers.to_vec(), Some(body), vec![], sts.timeout)
+            .map_err(|s| format!("cannot call cluster {}: {s:?}", sts.cluster))
+    }
+
+    fn audit(&self, line: &str) {
+        log::info!("{line}");
+    }
+
+    fn count(&mut self, metric: &str) {
+        self.metrics.borrow_mut().count(metric);
+    }
+}
+
+enum Mode {
+    Inbound(Rc<InboundConfig>),
+    Outbound(Rc<crate::config::OutboundConfig>),
+}
+
+#[derive(Default)]
+struct Root {
+    mode: Option<Mode>,
+    jwks: Rc<RefCell<Jwks>>,
+    inflight: Rc<RefCell<Inflight>>,
+    metrics: Rc<RefCell<Metrics>>,
+}
+
+impl Root {
+    fn host(&self) -> WasmHost {
+        WasmHost { metrics: self.metrics.clone() }
+    }
+
+    /// Takes up a JWKS another worker fetched, if there is a newer one.
+    fn adopt_shared(&self) {
+        let Ok((Some(data), cas)) = hostcalls::get_shared_data(JWKS_KEY) else { return };
+        let mut jwks = self.jwks.borrow_mut();
+        if cas.is_none() || cas == jwks.adopted_cas {
+            return;
+        }
+        if let Some((fetched_at, json)) = cache::decode(&data) {
+            if jwks.adopt(json.as_bytes(), fetched_at).is_ok() {
+                jwks.adopted_cas = cas;
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let now = now_secs();
+        self.jwks.borrow_mut().in_flight = false;
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let body = (body_size <= actorchain_token::MAX_JWKS_BYTES)
+            .then(|| hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
+            .flatten()
+            .unwrap_or_default();
+        let result = match status.as_deref() {
+            Some("200") => self.jwks.borrow_mut().adopt(&body, now).map_err(|e| e.reason().to_string()),
+            other => Err(format!("status {}", other.unwrap_or("none"))),
+        };
+        let mut host = self.host();
+        match result {
+            Ok(()) => {
+                host.count("actorchain.jwks.fetch_ok");
+                let doc = cache::encode(now, std::str::from_utf8(&body).unwrap_or_default());
+                let _ = hostcalls::set_shared_data(JWKS_KEY, Some(&doc), None);
+                self.jwks.borrow_mut().adopted_cas = hostcalls::get_shared_data(JWKS_KEY).ok().and_then(|(_, c)| c);
+            }
+            Err(why) => {
+                // Keys we had stay in force; a failed or poisoned fetch never empties them.
+                host.count("actorchain.jwks.fetch_failed");
+                log::warn!("{}", serde_json::json!({"kind": "jwks", "result": "kept previous keys", "error": why}));
+            }
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log::error!("actorchain plugin configuration: missing");
+            return false;
+        };
+        match Config::parse(&bytes) {
+            Ok(Config::Inbound(c)) => {
+                self.mode = Some(Mode::Inbound(Rc::new(c)));
+                self.set_tick_period(Duration::from_millis(250));
+                true
+            }
+            Ok(Config::Outbound(c)) => {
+                self.mode = Some(Mode::Outbound(Rc::new(c)));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(Mode::Inbound(cfg)) = &self.mode else { return };
+        self.adopt_shared();
+        let now = now_secs();
+        let due = self.jwks.borrow().should_fetch(now, cfg.jwks_refresh.as_secs(), cfg.jwks_min_refetch.as_secs());
+        if !due {
+            return;
+        }
+        let headers = vec![(":method", "GET"), (":path", cfg.sts.jwks_path.as_str()), (":authority", cfg.sts.authority.as_str())];
+        let mut jwks = self.jwks.borrow_mut();
+        jwks.last_attempt = now;
+        match hostcalls::dispatch_http_call(&cfg.sts.cluster, headers, None, vec![], cfg.sts.timeout) {
+            Ok(_) => jwks.in_flight = true,
+            Err(s) => log::warn!("{}", serde_json::json!({"kind": "jwks", "error": format!("cannot call cluster {}: {s:?}", cfg.sts.cluster)})),
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        match self.mode.as_ref()? {
+            Mode::Inbound(cfg) => Some(Box::new(InboundCtx { filter: InboundFilter { cfg: cfg.clone(), jwks: self.jwks.clone() }, host: self.host() })),
+            Mode::Outbound(cfg) => Some(Box::new(OutboundCtx {
+                filter: OutboundFilter { cfg: cfg.clone(), inflight: self.inflight.clone(), context_id, pending: None },
+                host: self.host(),
+            })),
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+fn wasm_action(a: Action) -> WasmAction {
+    match a {
+        Action::Continue => WasmAction::Continue,
+        Action::Pause => WasmAction::Pause,
+    }
+}
+
+struct InboundCtx {
+    filter: InboundFilter,
+    host: WasmHost,
+}
+
+impl Context for InboundCtx {}
+
+impl HttpContext for InboundCtx {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> WasmAction {
+        wasm_action(self.filter.on_request_headers(&mut self.host))
+    }
+}
+
+struct OutboundCtx {
+    filter: OutboundFilter,
+    host: WasmHost,
+}
+
+impl OutboundCtx {
+    /// Ends a paused request, this one (already effective) or a waiter.
+    fn finish(&mut self, verdict: &Verdict) {
+        apply(&mut self.host, verdict);
+        if matches!(verdict, Verdict::Forward(_)) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
+
+impl Context for OutboundCtx {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        // A call reset before any response arrives with no headers at all.
+        let status = (num_headers > 0)
+            .then(|| hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten())
+            .flatten()
+            .and_then(|s| s.parse::<u32>().ok());
+        let body = if body_size <= crate::outbound::MAX_REPLY_BYTES {
+            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let status = if body_size > crate::outbound::MAX_REPLY_BYTES { Some(502) } else { status };
+        let (verdict, waiters) = self.filter.on_sts_reply(&mut self.host, status, &body);
+        self.finish(&verdict);
+        for w in waiters {
+            // A waiter whose client went away is simply gone.
+            if hostcalls::set_effective_context(w).is_ok() {
+                self.finish(&verdict);
+            }
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The leader vanished before its answer: release the requests that waited for it.
+        if let Some(p) = self.filter.pending.take().filter(|p| p.leader) {
+            let verdict = Verdict::Refuse(reply::unavailable("exchange_abandoned", "the exchange this request waited for was abandoned; retry"));
+            for w in self.filter.inflight.borrow_mut().finish(&p.key) {
+                if hostcalls::set_effective_context(w).is_ok() {
+                    apply(&mut self.host, &verdict);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl HttpContext for OutboundCtx {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> WasmAction {
+        wasm_action(self.filter.on_request_headers(&mut self.host))
+    }
+}
