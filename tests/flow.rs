@@ -1,0 +1,324 @@
+//! The filter's request flow, natively, against a fake host: every decision without Envoy.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use actorchain::config::{Config, InboundConfig, OutboundConfig, StsConfig};
+use actorchain::filter::{Action, InboundFilter, Jwks, OutboundFilter, Verdict};
+use actorchain::host::Host;
+use actorchain::reply::LocalReply;
+use actorchain::singleflight::Inflight;
+use actorchain_token::{extend_chain, sign_compact, Alg, ChainLimits, Claims, KeySet, PrivateKey, TYP_ACCESS_TOKEN};
+
+const NOW: u64 = 1_800_000_000;
+const ISS: &str = "https://sts.actorchain.dev";
+
+#[derive(Default)]
+struct Fake {
+    headers: Vec<(String, String)>,
+    shared: Rc<RefCell<HashMap<String, Vec<u8>>>>,
+    replies: Vec<LocalReply>,
+    dispatched: Vec<(Vec<(String, String)>, String)>,
+    audits: RefCell<Vec<String>>,
+    counts: Vec<String>,
+    dispatch_fails: bool,
+}
+
+impl Fake {
+    fn with(headers: &[(&str, &str)], shared: &Rc<RefCell<HashMap<String, Vec<u8>>>>) -> Fake {
+        Fake {
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            shared: shared.clone(),
+            ..Default::default()
+        }
+    }
+    fn header(&self, n: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Host for Fake {
+    fn now(&self) -> u64 {
+        NOW
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.header(name).map(String::from)
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.headers.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.headers.push((name.to_string(), v.to_string()));
+        }
+    }
+    fn send_reply(&mut self, reply: &LocalReply) {
+        self.replies.push(reply.clone());
+    }
+    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.borrow().get(key).cloned()
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8]) {
+        self.shared.borrow_mut().insert(key.to_string(), value.to_vec());
+    }
+    fn dispatch(&mut self, _sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String> {
+        if self.dispatch_fails {
+            return Err("no healthy upstream".into());
+        }
+        self.dispatched.push((headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), String::from_utf8(body.to_vec()).unwrap()));
+        Ok(self.dispatched.len() as u32)
+    }
+    fn audit(&self, line: &str) {
+        assert!(!line.contains("eyJ"), "a token reached the audit log: {line}");
+        self.audits.borrow_mut().push(line.to_string());
+    }
+    fn count(&mut self, metric: &str) {
+        self.counts.push(metric.to_string());
+    }
+}
+
+fn key() -> PrivateKey {
+    PrivateKey::from_secret_bytes(Alg::EdDsa, &[11; 32]).unwrap()
+}
+
+fn keyset() -> KeySet {
+    let mut s = KeySet::default();
+    s.insert("k1".into(), key().public()).unwrap();
+    s
+}
+
+fn token(aud: &str, scope: &str, exp: u64) -> String {
+    let l = ChainLimits::default();
+    let a = extend_chain(None, "oncall-agent", "spiffe://actorchain.dev/workload/oncall", l).unwrap();
+    let act = extend_chain(Some(&a), "investigation-agent", "spiffe://actorchain.dev/workload/investigation", l).unwrap();
+    let c = Claims {
+        iss: ISS.into(),
+        sub: "user1".into(),
+        aud: aud.into(),
+        client_id: "investigation-agent".into(),
+        act,
+        scope: scope.into(),
+        iat: exp.min(NOW) - 5,
+        nbf: exp.min(NOW) - 5,
+        exp,
+        jti: "jti-1".into(),
+        sid: "sid-1".into(),
+        ext: Default::default(),
+    };
+    sign_compact(&c, &key(), "k1", Some(TYP_ACCESS_TOKEN))
+}
+
+fn inbound_cfg() -> InboundConfig {
+    let j = r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts"},
+        "routes":[{"method":"POST","path_prefix":"/admin","scopes":["admin:all"]},
+                  {"path_prefix":"/tools","scopes":["repo:write"],"originators":["user1"]}]}"#;
+    match Config::parse(j.as_bytes()).unwrap() {
+        Config::Inbound(c) => c,
+        Config::Outbound(_) => unreachable!(),
+    }
+}
+
+fn outbound_cfg() -> OutboundConfig {
+    let j = r#"{"mode":"outbound","agent":"investigation-agent","sts":{"cluster":"sts"},"destinations":{"mcp":"mcp-gateway"}}"#;
+    match Config::parse(j.as_bytes()).unwrap() {
+        Config::Outbound(c) => c,
+        Config::Inbound(_) => unreachable!(),
+    }
+}
+
+fn inbound(keys: Option<KeySet>) -> InboundFilter {
+    let jwks = Jwks { keys: keys.map(Rc::new), ..Default::default() };
+    InboundFilter { cfg: Rc::new(inbound_cfg()), jwks: Rc::new(RefCell::new(jwks)) }
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
+    let shared = Rc::default();
+    let t = token("mcp-gateway", "incidents:read repo:write", NOW + 60);
+    let auth = format!("Bearer {t}");
+    let mut h = Fake::with(
+        &[(":method", "POST"), (":path", "/tools/call?x=1"), ("authorization", &auth), ("x-actorchain-sub", "admin"), ("X-Actorchain-Chain", "evil"), ("traceparent", TRACEPARENT)],
+        &shared,
+    );
+    assert_eq!(inbound(Some(keyset())).on_request_headers(&mut h), Action::Continue);
+    assert!(h.replies.is_empty());
+    assert_eq!(h.header("x-actorchain-sub"), Some("user1"));
+    assert_eq!(h.header("x-actorchain-agent"), Some("investigation-agent"));
+    assert_eq!(h.header("x-actorchain-chain"), Some("oncall-agent,investigation-agent"));
+    assert_eq!(h.header("x-actorchain-scope"), Some("incidents:read repo:write"));
+    assert_eq!(h.header("x-actorchain-sid"), Some("sid-1"));
+    assert!(h.headers.iter().all(|(k, _)| k != "X-Actorchain-Chain"));
+    let audit: serde_json::Value = serde_json::from_str(&h.audits.borrow()[0]).unwrap();
+    assert_eq!(audit["decision"], "accepted");
+    assert_eq!(audit["about"]["chain"], serde_json::json!(["oncall-agent", "investigation-agent"]));
+    // Recorded for the outbound side under the trace id.
+    let rec = shared.borrow().get("actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").cloned().unwrap();
+    assert!(String::from_utf8(rec).unwrap().ends_with(&t));
+}
+
+#[test]
+fn inbound_refusals_carry_rfc6750_challenges() {
+    let shared = Rc::default();
+    let cases: Vec<(Vec<(&str, String)>, u32, &str, Option<&str>)> = vec![
+        (vec![], 401, "token_missing", None),
+        (vec![("authorization", "Bearer a b".into())], 400, "bearer_malformed", Some("invalid_request")),
+        (vec![("authorization", format!("Bearer {}", token("mcp-gateway", "x", NOW + 60))), ("authorization", "Bearer y".into())], 400, "bearer_multiple", Some("invalid_request")),
+        (vec![("authorization", format!("Bearer {}", token("mcp-gateway", "x", NOW - 100)))], 401, "token_expired", Some("invalid_token")),
+        (vec![("authorization", format!("Bearer {}", token("investigation-agent", "x", NOW + 60)))], 401, "audience_mismatch", Some("invalid_token")),
+        (vec![("authorization", "Bearer garbage".into())], 401, "token_malformed", Some("invalid_token")),
+        (vec![(":path", "/tools".into()), ("authorization", format!("Bearer {}", token("mcp-gateway", "incidents:read", NOW + 60)))], 403, "scope_missing", Some("insufficient_scope")),
+        (vec![(":method", "POST".into()), (":path", "/admin/x".into()), ("authorization", format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60)))], 403, "scope_missing", Some("insufficient_scope")),
+    ];
+    for (headers, status, reason, error) in cases {
+        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut h = Fake::with(&hs, &shared);
+        assert_eq!(inbound(Some(keyset())).on_request_headers(&mut h), Action::Pause, "{reason}");
+        let r = &h.replies[0];
+        assert_eq!((r.status, r.reason), (status, reason));
+        let challenge = &r.headers.iter().find(|(k, _)| *k == "www-authenticate").unwrap().1;
+        match error {
+            Some(e) => assert!(challenge.contains(&format!("error=\"{e}\"")), "{challenge}"),
+            None => assert_eq!(challenge, "Bearer realm=\"actorchain\""),
+        }
+        assert!(h.counts.contains(&format!("actorchain.inbound.refused.{reason}")));
+    }
+}
+
+#[test]
+fn inbound_fails_closed_without_keys_and_asks_for_unknown_kids() {
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    let mut h = Fake::with(&[("authorization", &auth)], &shared);
+    inbound(None).on_request_headers(&mut h);
+    assert_eq!((h.replies[0].status, h.replies[0].reason), (503, "keys_not_loaded"));
+
+    let other = PrivateKey::from_secret_bytes(Alg::EdDsa, &[12; 32]).unwrap();
+    let mut other_set = KeySet::default();
+    other_set.insert("k2".into(), other.public()).unwrap();
+    let f = inbound(Some(other_set));
+    let mut h = Fake::with(&[("authorization", &auth)], &shared);
+    f.on_request_headers(&mut h);
+    assert_eq!(h.replies[0].reason, "kid_unknown");
+    assert!(f.jwks.borrow().refetch_wanted);
+    // A token that fails a claim check never asks for keys.
+    let f = inbound(Some(keyset()));
+    let expired = format!("Bearer {}", token("mcp-gateway", "x", NOW - 100));
+    f.on_request_headers(&mut Fake::with(&[("authorization", &expired)], &shared));
+    assert!(!f.jwks.borrow().refetch_wanted);
+}
+
+#[test]
+fn jwks_fetch_schedule() {
+    let mut j = Jwks::default();
+    assert!(j.should_fetch(100, 60, 10));
+    j.last_attempt = 100;
+    assert!(!j.should_fetch(100, 60, 10));
+    assert!(j.should_fetch(101, 60, 10));
+    j.adopt(keyset().to_jwks().as_bytes(), 101).unwrap();
+    j.last_attempt = 101;
+    assert!(!j.should_fetch(150, 60, 10));
+    assert!(j.should_fetch(161, 60, 10));
+    j.refetch_wanted = true;
+    assert!(!j.should_fetch(105, 60, 10));
+    assert!(j.should_fetch(111, 60, 10));
+    // A poisoned document changes nothing.
+    assert!(j.adopt(b"{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\",\"kid\":\"z\"}]}", 200).is_err());
+    assert_eq!(j.keys.as_ref().unwrap().len(), 1);
+    j.in_flight = true;
+    assert!(!j.should_fetch(1000, 60, 10));
+}
+
+fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
+    OutboundFilter { cfg: Rc::new(outbound_cfg()), inflight: inflight.clone(), context_id: ctx, pending: None }
+}
+
+#[test]
+fn outbound_exchanges_once_caches_and_shares_the_answer() {
+    let shared: Rc<RefCell<HashMap<String, Vec<u8>>>> = Rc::default();
+    let inflight = Rc::default();
+    let subject = token("investigation-agent", "repo:write", NOW + 60);
+    let auth = format!("Bearer {subject}");
+    let req = [(":authority", "mcp"), (":path", "/mcp"), ("authorization", auth.as_str())];
+
+    let mut leader = outbound(&inflight, 1);
+    let mut h1 = Fake::with(&req, &shared);
+    assert_eq!(leader.on_request_headers(&mut h1), Action::Pause);
+    assert_eq!(h1.dispatched.len(), 1);
+    let (hdrs, body) = &h1.dispatched[0];
+    assert!(hdrs.contains(&(":path".into(), "/token".into())));
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    assert_eq!(form["audience"], "mcp-gateway");
+    assert_eq!(form["client_id"], "investigation-agent");
+    assert_eq!(form["subject_token"], subject);
+
+    // A concurrent miss for the same exchange waits instead of calling again.
+    let mut follower = outbound(&inflight, 2);
+    let mut h2 = Fake::with(&req, &shared);
+    assert_eq!(follower.on_request_headers(&mut h2), Action::Pause);
+    assert!(h2.dispatched.is_empty());
+
+    let (verdict, waiters) = leader.on_sts_reply(&mut h1, Some(200), br#"{"access_token":"new.tok.en","expires_in":120,"token_type":"Bearer"}"#);
+    assert_eq!(verdict, Verdict::Forward("Bearer new.tok.en".into()));
+    assert_eq!(waiters, vec![2]);
+
+    // The next request is a cache hit: no call, the cached token swapped in.
+    let mut h3 = Fake::with(&req, &shared);
+    assert_eq!(outbound(&inflight, 3).on_request_headers(&mut h3), Action::Continue);
+    assert!(h3.dispatched.is_empty());
+    assert_eq!(h3.header("authorization"), Some("Bearer new.tok.en"));
+    assert!(shared.borrow().keys().all(|k| !k.contains(&subject)), "raw token used as a cache key");
+}
+
+#[test]
+fn outbound_failures_fail_closed() {
+    let shared = Rc::default();
+    let inflight = Rc::default();
+    let auth = format!("Bearer {}", token("investigation-agent", "repo:write", NOW + 60));
+    let req = [(":authority", "mcp"), ("authorization", auth.as_str())];
+
+    let mut f = outbound(&inflight, 1);
+    let mut h = Fake::with(&req, &shared);
+    f.on_request_headers(&mut h);
+    let (v, _) = f.on_sts_reply(&mut h, None, b"");
+    assert!(matches!(v, Verdict::Refuse(ref r) if r.status == 503 && r.reason == "sts_unreachable"));
+
+    let mut f = outbound(&inflight, 2);
+    f.on_request_headers(&mut h);
+    let (v, _) = f.on_sts_reply(&mut h, Some(400), br#"{"error":"invalid_target","error_description":"no","actorchain_reason":"audience_not_allowed"}"#);
+    let Verdict::Refuse(r) = v else { panic!("refused exchange must refuse the request") };
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("audience_not_allowed"));
+
+    let mut h = Fake::with(&req, &shared);
+    h.dispatch_fails = true;
+    assert_eq!(outbound(&inflight, 3).on_request_headers(&mut h), Action::Pause);
+    assert_eq!(h.replies[0].status, 503);
+
+    let mut h = Fake::with(&[(":authority", "elsewhere"), ("authorization", auth.as_str())], &shared);
+    outbound(&inflight, 4).on_request_headers(&mut h);
+    assert_eq!((h.replies[0].status, h.replies[0].reason), (403, "destination_unmapped"));
+
+    let mut h = Fake::with(&[(":authority", "mcp")], &shared);
+    outbound(&inflight, 5).on_request_headers(&mut h);
+    assert_eq!(h.replies[0].reason, "no_subject_token");
+}
+
+#[test]
+fn outbound_finds_the_subject_through_trace_context() {
+    let shared = Rc::default();
+    let t = token("mcp-gateway", "repo:write", NOW + 60);
+    let auth = format!("Bearer {t}");
+    // The inbound side of the same sidecar accepted a request in this trace...
+    inbound(Some(keyset())).on_request_headers(&mut Fake::with(&[("authorization", &auth), ("traceparent", TRACEPARENT)], &shared));
+    // ...and the app's outbound call carries only the trace context.
+    let child_span = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+    let mut h = Fake::with(&[(":authority", "mcp"), ("traceparent", child_span)], &shared);
+    let inflight = Rc::default();
+    assert_eq!(outbound(&inflight, 1).on_request_headers(&mut h), Action::Pause);
+    let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
+    assert_eq!(form["subject_token"], t);
+}
