@@ -31,7 +31,8 @@ build: wasm-target
 
 ## The whole suite: unit, property, integration against the real STS binary, and real Envoy.
 test: envoy wasm-target
-	cargo build --target $(WASM_TARGET) -p actorchain
+	cargo build --release --target $(WASM_TARGET) -p actorchain
+	cargo build -p actorchain-sts
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -50,6 +51,12 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+## The on-call scenario through real Envoy sidecars and the real STS; stops everything it started.
+demo: envoy wasm-target
+	cargo build --release -p actorchain-sts -p actorchain-demo
+	cargo build --release --target $(WASM_TARGET) -p actorchain
+	target/release/actorchain-demo
 
 ## Run the STS alone on the dev trust domain, in the foreground.
 sts:

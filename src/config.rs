@@ -256,7 +256,8 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
                 return err(&f("method"), "must be an upper-case HTTP method");
             }
         }
-        let scopes = ScopeSet::from_tokens(rt.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
+        let scopes =
+            ScopeSet::from_tokens(rt.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
         for (j, o) in rt.originators.iter().enumerate() {
             principal(&f(&format!("originators[{j}]")), o)?;
         }

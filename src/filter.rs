@@ -66,8 +66,7 @@ impl Jwks {
         match self.keys {
             None => since_attempt >= 1,
             Some(_) => {
-                now.saturating_sub(self.fetched_at) >= refresh && since_attempt >= 1
-                    || self.refetch_wanted && since_attempt >= min_refetch
+                now.saturating_sub(self.fetched_at) >= refresh && since_attempt >= 1 || self.refetch_wanted && since_attempt >= min_refetch
             }
         }
     }
@@ -122,7 +121,9 @@ impl InboundFilter {
             host.shared_set(&key, &cache::encode(who.exp, token));
         }
         host.count("actorchain.inbound.accepted");
-        host.audit(&json!({"kind": "decision", "direction": "inbound", "decision": "accepted", "reason": "valid", "about": about}).to_string());
+        host.audit(
+            &json!({"kind": "decision", "direction": "inbound", "decision": "accepted", "reason": "valid", "about": about}).to_string(),
+        );
         Action::Continue
     }
 }
@@ -210,7 +211,10 @@ impl OutboundFilter {
             Ok((token, exp)) => {
                 host.shared_set(&p.key, &cache::encode(exp, &token));
                 host.count("actorchain.outbound.exchanged");
-                host.audit(&json!({"kind": "decision", "direction": "outbound", "decision": "exchanged", "audience": p.audience, "exp": exp}).to_string());
+                host.audit(
+                    &json!({"kind": "decision", "direction": "outbound", "decision": "exchanged", "audience": p.audience, "exp": exp})
+                        .to_string(),
+                );
                 Verdict::Forward(format!("Bearer {token}"))
             }
             Err(reply) => {

@@ -22,9 +22,15 @@ pub struct Verified {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<'a> {
-    Accepted { identity: Verified, token: &'a str },
+    Accepted {
+        identity: Verified,
+        token: &'a str,
+    },
     /// `refetch_keys`: the token named a key we do not have; the JWKS may have moved on.
-    Refused { reply: LocalReply, refetch_keys: bool },
+    Refused {
+        reply: LocalReply,
+        refetch_keys: bool,
+    },
 }
 
 fn refused<'a>(reply: LocalReply) -> Outcome<'a> {
@@ -42,7 +48,9 @@ pub fn authenticate<'a>(cfg: &InboundConfig, keys: Option<&KeySet>, authorizatio
         Ok(Some(t)) => t,
         Ok(None) => return refused(reply::token_missing()),
         Err(BearerError::Multiple) => return refused(reply::invalid_request("bearer_multiple", "send exactly one Authorization header")),
-        Err(BearerError::Malformed) => return refused(reply::invalid_request("bearer_malformed", "Authorization must be `Bearer <token>`")),
+        Err(BearerError::Malformed) => {
+            return refused(reply::invalid_request("bearer_malformed", "Authorization must be `Bearer <token>`"))
+        }
     };
     let Some(keys) = keys else {
         return refused(reply::unavailable("keys_not_loaded", "the STS signing keys have not been fetched yet"));
@@ -87,7 +95,8 @@ pub fn authenticate<'a>(cfg: &InboundConfig, keys: Option<&KeySet>, authorizatio
 /// Applies the first route that matches `method` and `path`: required scopes, allowed originators.
 /// A request no route matches needs only a valid token.
 pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) -> Result<(), LocalReply> {
-    let Some(route) = cfg.routes.iter().find(|r| r.method.as_deref().is_none_or(|m| m == method) && path.starts_with(&r.path_prefix)) else {
+    let Some(route) = cfg.routes.iter().find(|r| r.method.as_deref().is_none_or(|m| m == method) && path.starts_with(&r.path_prefix))
+    else {
         return Ok(());
     };
     let held = ScopeSet::parse(&who.scope).unwrap_or_default();

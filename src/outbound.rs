@@ -89,6 +89,8 @@ pub fn read_reply(status: Option<u32>, body: &[u8], now: u64) -> Result<(String,
             Ok(r) => Err(reply::exchange_refused(&r.error, &r.actorchain_reason, &r.error_description)),
             Err(_) => unavailable("sts_reply_malformed", "the token service refused without an error body"),
         },
+        // Envoy answers 502/503/504 itself when it cannot reach or hear from the STS.
+        Some(502..=504) => unavailable("sts_unreachable", "the token service could not be reached"),
         Some(_) => unavailable("sts_error", "the token service failed; try again"),
     }
 }
@@ -142,11 +144,14 @@ mod tests {
     fn reads_every_kind_of_answer() {
         assert_eq!(read_reply(Some(200), br#"{"access_token":"x.y.z","expires_in":60}"#, 100).unwrap(), ("x.y.z".into(), 160));
         assert_eq!(read_reply(None, b"", 0).unwrap_err().status, 503);
-        assert_eq!(read_reply(Some(503), b"", 0).unwrap_err().reason, "sts_error");
+        assert_eq!(read_reply(Some(503), b"", 0).unwrap_err().reason, "sts_unreachable");
+        assert_eq!(read_reply(Some(500), b"", 0).unwrap_err().reason, "sts_error");
         assert_eq!(read_reply(Some(429), b"{}", 0).unwrap_err().status, 503);
         assert_eq!(read_reply(Some(200), b"<html>", 0).unwrap_err().reason, "sts_reply_malformed");
         assert_eq!(read_reply(Some(200), br#"{"access_token":"x","expires_in":0}"#, 0).unwrap_err().status, 503);
-        let r = read_reply(Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed","error_description":"d"}"#, 0).unwrap_err();
+        let r =
+            read_reply(Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed","error_description":"d"}"#, 0)
+                .unwrap_err();
         assert_eq!((r.status, r.reason), (403, "exchange_refused"));
         assert!(r.body.contains("audience_not_allowed"));
     }

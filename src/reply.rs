@@ -58,7 +58,8 @@ pub fn forbidden(reason: &'static str, description: &str) -> LocalReply {
 /// 403 carrying the STS's own error for a refused exchange, so the agent learns what to fix.
 pub fn exchange_refused(sts_error: &str, sts_reason: &str, sts_description: &str) -> LocalReply {
     let mut r = json_reply(403, "exchange_refused", sts_error, sts_description, None);
-    r.body = json!({"error": sts_error, "reason": "exchange_refused", "sts_reason": sts_reason, "error_description": sts_description}).to_string();
+    r.body = json!({"error": sts_error, "reason": "exchange_refused", "sts_reason": sts_reason, "error_description": sts_description})
+        .to_string();
     r
 }
 

@@ -192,13 +192,17 @@ impl RootContext for Root {
         jwks.last_attempt = now;
         match hostcalls::dispatch_http_call(&cfg.sts.cluster, headers, None, vec![], cfg.sts.timeout) {
             Ok(_) => jwks.in_flight = true,
-            Err(s) => log::warn!("{}", serde_json::json!({"kind": "jwks", "error": format!("cannot call cluster {}: {s:?}", cfg.sts.cluster)})),
+            Err(s) => {
+                log::warn!("{}", serde_json::json!({"kind": "jwks", "error": format!("cannot call cluster {}: {s:?}", cfg.sts.cluster)}))
+            }
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self.mode.as_ref()? {
-            Mode::Inbound(cfg) => Some(Box::new(InboundCtx { filter: InboundFilter { cfg: cfg.clone(), jwks: self.jwks.clone() }, host: self.host() })),
+            Mode::Inbound(cfg) => {
+                Some(Box::new(InboundCtx { filter: InboundFilter { cfg: cfg.clone(), jwks: self.jwks.clone() }, host: self.host() }))
+            }
             Mode::Outbound(cfg) => Some(Box::new(OutboundCtx {
                 filter: OutboundFilter { cfg: cfg.clone(), inflight: self.inflight.clone(), context_id, pending: None },
                 host: self.host(),
@@ -272,7 +276,8 @@ impl Context for OutboundCtx {
     fn on_done(&mut self) -> bool {
         // The leader vanished before its answer: release the requests that waited for it.
         if let Some(p) = self.filter.pending.take().filter(|p| p.leader) {
-            let verdict = Verdict::Refuse(reply::unavailable("exchange_abandoned", "the exchange this request waited for was abandoned; retry"));
+            let verdict =
+                Verdict::Refuse(reply::unavailable("exchange_abandoned", "the exchange this request waited for was abandoned; retry"));
             for w in self.filter.inflight.borrow_mut().finish(&p.key) {
                 if hostcalls::set_effective_context(w).is_ok() {
                     apply(&mut self.host, &verdict);

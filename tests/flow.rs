@@ -67,7 +67,8 @@ impl Host for Fake {
         if self.dispatch_fails {
             return Err("no healthy upstream".into());
         }
-        self.dispatched.push((headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), String::from_utf8(body.to_vec()).unwrap()));
+        self.dispatched
+            .push((headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), String::from_utf8(body.to_vec()).unwrap()));
         Ok(self.dispatched.len() as u32)
     }
     fn audit(&self, line: &str) {
@@ -141,7 +142,14 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
     let t = token("mcp-gateway", "incidents:read repo:write", NOW + 60);
     let auth = format!("Bearer {t}");
     let mut h = Fake::with(
-        &[(":method", "POST"), (":path", "/tools/call?x=1"), ("authorization", &auth), ("x-actorchain-sub", "admin"), ("X-Actorchain-Chain", "evil"), ("traceparent", TRACEPARENT)],
+        &[
+            (":method", "POST"),
+            (":path", "/tools/call?x=1"),
+            ("authorization", &auth),
+            ("x-actorchain-sub", "admin"),
+            ("X-Actorchain-Chain", "evil"),
+            ("traceparent", TRACEPARENT),
+        ],
         &shared,
     );
     assert_eq!(inbound(Some(keyset())).on_request_headers(&mut h), Action::Continue);
@@ -166,12 +174,36 @@ fn inbound_refusals_carry_rfc6750_challenges() {
     let cases: Vec<(Vec<(&str, String)>, u32, &str, Option<&str>)> = vec![
         (vec![], 401, "token_missing", None),
         (vec![("authorization", "Bearer a b".into())], 400, "bearer_malformed", Some("invalid_request")),
-        (vec![("authorization", format!("Bearer {}", token("mcp-gateway", "x", NOW + 60))), ("authorization", "Bearer y".into())], 400, "bearer_multiple", Some("invalid_request")),
+        (
+            vec![("authorization", format!("Bearer {}", token("mcp-gateway", "x", NOW + 60))), ("authorization", "Bearer y".into())],
+            400,
+            "bearer_multiple",
+            Some("invalid_request"),
+        ),
         (vec![("authorization", format!("Bearer {}", token("mcp-gateway", "x", NOW - 100)))], 401, "token_expired", Some("invalid_token")),
-        (vec![("authorization", format!("Bearer {}", token("investigation-agent", "x", NOW + 60)))], 401, "audience_mismatch", Some("invalid_token")),
+        (
+            vec![("authorization", format!("Bearer {}", token("investigation-agent", "x", NOW + 60)))],
+            401,
+            "audience_mismatch",
+            Some("invalid_token"),
+        ),
         (vec![("authorization", "Bearer garbage".into())], 401, "token_malformed", Some("invalid_token")),
-        (vec![(":path", "/tools".into()), ("authorization", format!("Bearer {}", token("mcp-gateway", "incidents:read", NOW + 60)))], 403, "scope_missing", Some("insufficient_scope")),
-        (vec![(":method", "POST".into()), (":path", "/admin/x".into()), ("authorization", format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60)))], 403, "scope_missing", Some("insufficient_scope")),
+        (
+            vec![(":path", "/tools".into()), ("authorization", format!("Bearer {}", token("mcp-gateway", "incidents:read", NOW + 60)))],
+            403,
+            "scope_missing",
+            Some("insufficient_scope"),
+        ),
+        (
+            vec![
+                (":method", "POST".into()),
+                (":path", "/admin/x".into()),
+                ("authorization", format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60))),
+            ],
+            403,
+            "scope_missing",
+            Some("insufficient_scope"),
+        ),
     ];
     for (headers, status, reason, error) in cases {
         let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -261,7 +293,8 @@ fn outbound_exchanges_once_caches_and_shares_the_answer() {
     assert_eq!(follower.on_request_headers(&mut h2), Action::Pause);
     assert!(h2.dispatched.is_empty());
 
-    let (verdict, waiters) = leader.on_sts_reply(&mut h1, Some(200), br#"{"access_token":"new.tok.en","expires_in":120,"token_type":"Bearer"}"#);
+    let (verdict, waiters) =
+        leader.on_sts_reply(&mut h1, Some(200), br#"{"access_token":"new.tok.en","expires_in":120,"token_type":"Bearer"}"#);
     assert_eq!(verdict, Verdict::Forward("Bearer new.tok.en".into()));
     assert_eq!(waiters, vec![2]);
 
@@ -288,7 +321,11 @@ fn outbound_failures_fail_closed() {
 
     let mut f = outbound(&inflight, 2);
     f.on_request_headers(&mut h);
-    let (v, _) = f.on_sts_reply(&mut h, Some(400), br#"{"error":"invalid_target","error_description":"no","actorchain_reason":"audience_not_allowed"}"#);
+    let (v, _) = f.on_sts_reply(
+        &mut h,
+        Some(400),
+        br#"{"error":"invalid_target","error_description":"no","actorchain_reason":"audience_not_allowed"}"#,
+    );
     let Verdict::Refuse(r) = v else { panic!("refused exchange must refuse the request") };
     assert_eq!(r.status, 403);
     assert!(r.body.contains("audience_not_allowed"));

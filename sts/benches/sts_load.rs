@@ -106,10 +106,8 @@ fn main() {
         ("client_id", "oncall-agent".to_string()),
     ]);
     let bundle = svid::load_certs(&dir.path().join("bundle.pem")).unwrap();
-    let identity = (
-        svid::load_certs(&dir.path().join("svid/oncall.pem")).unwrap(),
-        svid::load_key(&dir.path().join("svid/oncall-key.pem")).unwrap(),
-    );
+    let identity =
+        (svid::load_certs(&dir.path().join("svid/oncall.pem")).unwrap(), svid::load_key(&dir.path().join("svid/oncall-key.pem")).unwrap());
     let tls = Arc::new(svid::client_config(&bundle, Some(identity)).unwrap());
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -11,9 +11,15 @@ use criterion::{black_box, Criterion};
 use serde_json::json;
 
 fn claims(now: u64) -> Claims {
-    let inner = actorchain_token::extend_chain(None, "oncall-agent", "spiffe://actorchain.dev/workload/oncall", ChainLimits::default()).unwrap();
-    let act = actorchain_token::extend_chain(Some(&inner), "investigation-agent", "spiffe://actorchain.dev/workload/investigation", ChainLimits::default())
-        .unwrap();
+    let inner =
+        actorchain_token::extend_chain(None, "oncall-agent", "spiffe://actorchain.dev/workload/oncall", ChainLimits::default()).unwrap();
+    let act = actorchain_token::extend_chain(
+        Some(&inner),
+        "investigation-agent",
+        "spiffe://actorchain.dev/workload/investigation",
+        ChainLimits::default(),
+    )
+    .unwrap();
     Claims {
         iss: "https://sts.actorchain.dev".into(),
         sub: "user1".into(),

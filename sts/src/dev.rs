@@ -15,7 +15,7 @@ pub const STS_ISSUER: &str = "https://sts.actorchain.dev";
 pub const IDP_ISSUER: &str = "https://idp.actorchain.dev";
 pub const STS_SPIFFE_ID: &str = "spiffe://actorchain.dev/workload/sts";
 /// The demo workloads: each gets an X.509-SVID `svid/<name>.pem`.
-pub const WORKLOADS: [&str; 5] = ["sts", "oncall", "investigation", "monitoring", "mcp-server"];
+pub const WORKLOADS: [&str; 6] = ["sts", "frontend", "oncall", "investigation", "monitoring", "mcp-server"];
 
 pub fn workload_id(name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/workload/{name}")
@@ -126,11 +126,14 @@ pub fn init(dir: &Path, force: bool) -> Result<(), String> {
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         p.is_ca = IsCa::ExplicitNoCa;
         p.distinguished_name.push(DnType::CommonName, name);
-        p.subject_alt_names = vec![SanType::URI(workload_id(name).try_into().map_err(err)?)];
+        // The SPIFFE ID is the identity; X.509-SVIDs may also carry DNS names, which plain TLS
+        // clients (curl, the demo) check: `<name>.actorchain.dev`, and for the STS its addresses.
+        p.subject_alt_names = vec![
+            SanType::URI(workload_id(name).try_into().map_err(err)?),
+            SanType::DnsName(format!("{name}.{TRUST_DOMAIN}").try_into().map_err(err)?),
+        ];
         if name == "sts" {
-            // The STS is also reached by address and host name; a SPIFFE server cert may add them.
             p.subject_alt_names.push(SanType::DnsName("localhost".try_into().map_err(err)?));
-            p.subject_alt_names.push(SanType::DnsName("sts.actorchain.dev".try_into().map_err(err)?));
             p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().map_err(err)?));
         }
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];

@@ -38,10 +38,15 @@ impl Connection {
     }
 
     pub async fn send(&mut self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Result<Reply, String> {
+        let ct: Vec<(&str, &str)> = content_type.map(|c| ("content-type", c)).into_iter().collect();
+        self.request(method, path, &ct, body).await
+    }
+
+    pub async fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Reply, String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let mut req = Request::builder().method(method).uri(path).header("host", &self.host);
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
         let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;

@@ -51,7 +51,13 @@ pub struct PersonClaims {
 
 /// Verifies a person's token for `audience`. The caller has already peeked `iss` to choose
 /// `issuer`; every other rule, and the signature, is checked here.
-pub fn verify_person(u: &Unverified<'_>, issuer: &PersonIssuer, audience: &str, window: TimeWindow, now: u64) -> Result<PersonClaims, TokenError> {
+pub fn verify_person(
+    u: &Unverified<'_>,
+    issuer: &PersonIssuer,
+    audience: &str,
+    window: TimeWindow,
+    now: u64,
+) -> Result<PersonClaims, TokenError> {
     u.check_typ(issuer.typ.as_deref().map_or(TypRule::JwtOrAbsent, TypRule::Exactly))?;
     let c: PersonClaims = u.claims()?;
     if c.iss != issuer.issuer {

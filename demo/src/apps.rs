@@ -1,0 +1,120 @@
+//! The toy apps behind the sidecars. They contain no auth code: an agent forwards what it is asked
+//! to its next hop through its own sidecar's egress listener, propagating only the trace context,
+//! and reports what it received so the demo can show each hop's token; the MCP server answers
+//! JSON-RPC `tools/call` and reports the identity its sidecar handed it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where an agent sends its work: its sidecar's egress listener, and the destination's name.
+#[derive(Debug, Clone)]
+pub struct Next {
+    pub egress: SocketAddr,
+    pub authority: String,
+    pub path: String,
+}
+
+const SHOWN: [&str; 3] = ["authorization", "traceparent", "x-request-id"];
+
+/// The headers the sidecar handed over: the token, the trace context, and the identity headers.
+fn received(req: &Request<Incoming>) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let k = k.as_str();
+        if SHOWN.contains(&k) || k.starts_with("x-actorchain-") {
+            m.insert(k.to_string(), json!(v.to_str().unwrap_or("")));
+        }
+    }
+    Value::Object(m)
+}
+
+fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A plain HTTP/1.1 request on a fresh connection; the answer's status and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", authority);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send.send_request(req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
+}
+
+async fn agent(name: String, next: Option<Next>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let seen = received(&req);
+    let trace: Vec<(String, String)> = ["traceparent", "x-request-id"]
+        .iter()
+        .filter_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string())))
+        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let Some(next) = next else {
+        return reply(200, json!({"agent": name, "received": seen}));
+    };
+    let mut headers: Vec<(&str, &str)> = trace.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.push(("content-type", "application/json"));
+    match http(next.egress, "POST", &next.authority, &next.path, &headers, body.to_vec()).await {
+        Ok((status, b)) => {
+            let downstream = serde_json::from_slice::<Value>(&b).unwrap_or_else(|_| json!(String::from_utf8_lossy(&b)));
+            reply(status, json!({"agent": name, "received": seen, "downstream": {"status": status, "body": downstream}}))
+        }
+        Err(e) => reply(502, json!({"agent": name, "received": seen, "downstream": {"error": e}})),
+    }
+}
+
+async fn mcp(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let seen = received(&req);
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let Ok(rpc) = serde_json::from_slice::<Value>(&body) else {
+        return reply(400, json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}));
+    };
+    let id = rpc.get("id").cloned().unwrap_or(Value::Null);
+    if rpc["method"] != "tools/call" {
+        return reply(200, json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}));
+    }
+    let who = seen.get("x-actorchain-sub").and_then(Value::as_str).unwrap_or("nobody");
+    let chain = seen.get("x-actorchain-chain").and_then(Value::as_str).unwrap_or("");
+    let text = format!("{} done for {who} via {chain}", rpc["params"]["name"].as_str().unwrap_or("?"));
+    reply(200, json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}, "received": seen}))
+}
+
+/// Serves a toy agent (with `next`) or the toy MCP server (without) until the process ends.
+pub async fn serve(listener: TcpListener, name: String, next: Option<Next>, is_mcp: bool) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let (name, next) = (name.clone(), next.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let (name, next) = (name.clone(), next.clone());
+                async move { Ok::<_, Infallible>(if is_mcp { mcp(req).await } else { agent(name, next, req).await }) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+        });
+    }
+}

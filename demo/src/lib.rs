@@ -1,0 +1,6 @@
+//! The on-call demo: topology, toy apps and the scenario, shared by `make demo` and the
+//! end-to-end tests.
+
+pub mod apps;
+pub mod scenario;
+pub mod topology;

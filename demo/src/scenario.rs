@@ -1,0 +1,107 @@
+//! Uber's on-call scenario through the demo topology, and the refusals the demo shows.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::topology::Demo;
+
+/// What one run of the chain produced.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub status: u16,
+    /// The token each hop's app was handed, front to back: person's, then one per exchange.
+    pub tokens: Vec<String>,
+    /// What each hop's sidecar told its app about the caller.
+    pub identities: Vec<Value>,
+    pub response: Value,
+}
+
+/// A fresh W3C trace context, as the front end would start one.
+pub fn new_traceparent() -> String {
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1);
+    format!("00-{:032x}-{:016x}-01", n, n as u64 & 0xffff_ffff_ffff)
+}
+
+pub fn tools_call(name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": {"repo": "oncall-runbooks", "title": "Raise alert threshold"}}})
+}
+
+/// The payload of a compact JWS, decoded without verification (the sidecars verified it).
+pub fn claims(token: &str) -> Value {
+    let t = token.strip_prefix("Bearer ").unwrap_or(token);
+    t.split('.').nth(1).and_then(|p| B64.decode(p).ok()).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+}
+
+/// Agents of an `act` chain, oldest first.
+pub fn chain(c: &Value) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut a = &c["act"];
+    while let Some(s) = a["sub"].as_str() {
+        v.push(s.to_string());
+        a = &a["act"];
+    }
+    v.reverse();
+    v
+}
+
+/// user1 asks the on-call agent to investigate; it delegates to the investigation agent, which
+/// opens a PR through the MCP server. Only `traceparent` travels with the work between apps.
+pub async fn oncall(demo: &Demo, person_token: &str, extra: &[(&str, &str)]) -> Result<Run, String> {
+    let auth = format!("Bearer {person_token}");
+    let tp = new_traceparent();
+    let mut headers = vec![("authorization", auth.as_str()), ("traceparent", tp.as_str()), ("content-type", "application/json")];
+    headers.extend_from_slice(extra);
+    let (status, response) = demo.call("oncall", "frontend", "/investigate", &headers, tools_call("create_pr")).await?;
+    let mut tokens = Vec::new();
+    let mut identities = Vec::new();
+    let mut level = &response;
+    while let Some(received) = level.get("received") {
+        if let Some(t) = received["authorization"].as_str() {
+            tokens.push(t.trim_start_matches("Bearer ").to_string());
+        }
+        identities.push(received.clone());
+        level = &level["downstream"]["body"];
+    }
+    Ok(Run { status, tokens, identities, response })
+}
+
+/// One refusal the demo shows: what was tried, and the answer.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub what: &'static str,
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Three things that must not work, given a token the investigation agent legitimately received.
+pub async fn refusals(demo: &Demo, investigation_token: &str) -> Result<Vec<Refusal>, String> {
+    let auth = format!("Bearer {investigation_token}");
+    let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let (s1, b1) = demo.call("mcp-server", "investigation", "/mcp", &h, tools_call("create_pr")).await?;
+    let (s2, b2) = demo.call_egress("oncall", "investigation-agent", "/investigate", &h, tools_call("create_pr")).await?;
+    let widen = demo
+        .exchange(
+            "investigation",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", investigation_token),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", "mcp-gateway"),
+                ("client_id", "investigation-agent"),
+                ("scope", "repo:write incidents:write"),
+            ],
+        )
+        .await?;
+    Ok(vec![
+        Refusal { what: "the investigation agent's token replayed straight to the MCP server (another audience)", status: s1, body: b1 },
+        Refusal { what: "the same token used by the on-call agent, to whom it was not addressed", status: s2, body: b2 },
+        Refusal {
+            what: "the investigation agent asking the STS for more scope than it was delegated",
+            status: widen.status,
+            body: serde_json::from_str(&widen.body).unwrap_or(Value::Null),
+        },
+    ])
+}

