@@ -104,7 +104,7 @@ pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) 
         let missing = route.scopes.difference(&held).to_string();
         return Err(reply::insufficient_scope("scope_missing", &format!("this route needs scope {missing}"), &route.scopes.to_string()));
     }
-    if !route.originators.is_empty() && !route.originators.iter().any(|o| *o == who.sub) {
+    if !route.originators.is_empty() && !route.originators.contains(&who.sub) {
         return Err(reply::forbidden("originator_not_allowed", "this route does not serve requests started by this person"));
     }
     Ok(())

@@ -171,7 +171,9 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
 #[test]
 fn inbound_refusals_carry_rfc6750_challenges() {
     let shared = Rc::default();
-    let cases: Vec<(Vec<(&str, String)>, u32, &str, Option<&str>)> = vec![
+    // Request headers, then the expected status, reason and RFC 6750 error code.
+    type Case<'a> = (Vec<(&'a str, String)>, u32, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (vec![], 401, "token_missing", None),
         (vec![("authorization", "Bearer a b".into())], 400, "bearer_malformed", Some("invalid_request")),
         (

@@ -160,7 +160,7 @@ impl Sts {
                 })
                 .collect()
         };
-        if changed.iter().any(|p| *p == self.cfg.registry) {
+        if changed.contains(&self.cfg.registry) {
             match Registry::load(&self.cfg.registry) {
                 Ok(r) => {
                     self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -159,12 +159,9 @@ mod tests {
             (format!("{t}.x"), TokenError::Malformed),
             (hp.to_string(), TokenError::Malformed),
             (format!("{hp}.{s}="), TokenError::BadBase64),
-            (format!("{hp}.{}", s.replace(|c: char| c == '-' || c == '_', "+")), TokenError::BadBase64),
+            (format!("{hp}.+{}", &s[1..]), TokenError::BadBase64),
             ("x".repeat(MAX_TOKEN_BYTES + 1), TokenError::Oversized),
         ] {
-            if bad == t {
-                continue;
-            }
             assert_eq!(Unverified::parse(&bad, AT).map(|_| ()), Err(e), "{bad}");
         }
         let sig = B64.decode(s).unwrap();
