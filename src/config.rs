@@ -64,6 +64,9 @@ pub struct OutboundConfig {
     /// Destination authority (host or host:port) → audience identity.
     pub destinations: HashMap<String, String>,
     pub pass_unmapped: bool,
+    /// With no token to exchange, let the agent act as itself at the root of a new chain
+    /// (scheduled jobs; the STS must allow it for the agent) instead of refusing.
+    pub act_as_self: bool,
     /// A cached token is used until this long before its `exp`.
     pub cache_margin_secs: u64,
 }
@@ -135,6 +138,8 @@ struct RawOutbound {
     destinations: HashMap<String, String>,
     #[serde(default = "default_unmapped")]
     unmapped_destination: String,
+    #[serde(default = "default_no_subject")]
+    no_subject: String,
     #[serde(default = "default_margin")]
     cache_margin_seconds: u64,
 }
@@ -171,6 +176,9 @@ fn default_refetch() -> u64 {
     10
 }
 fn default_unmapped() -> String {
+    "refuse".into()
+}
+fn default_no_subject() -> String {
     "refuse".into()
 }
 fn default_margin() -> u64 {
@@ -283,6 +291,11 @@ fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
         "pass_through" => true,
         other => return err("unmapped_destination", format!("{other:?} is neither \"refuse\" nor \"pass_through\"")),
     };
+    let act_as_self = match r.no_subject.as_str() {
+        "refuse" => false,
+        "act_as_self" => true,
+        other => return err("no_subject", format!("{other:?} is neither \"refuse\" nor \"act_as_self\"")),
+    };
     if r.cache_margin_seconds > 600 {
         return err("cache_margin_seconds", "at most 600");
     }
@@ -294,7 +307,14 @@ fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
         principal(&format!("destinations.{authority}"), &audience)?;
         destinations.insert(authority, audience);
     }
-    Ok(OutboundConfig { agent: r.agent, sts: sts(r.sts)?, destinations, pass_unmapped, cache_margin_secs: r.cache_margin_seconds })
+    Ok(OutboundConfig {
+        agent: r.agent,
+        sts: sts(r.sts)?,
+        destinations,
+        pass_unmapped,
+        act_as_self,
+        cache_margin_secs: r.cache_margin_seconds,
+    })
 }
 
 #[cfg(test)]
@@ -328,6 +348,7 @@ mod tests {
             (IN.replace("\"issuer\"", "\"isuer\""), "unknown field `isuer`"),
             (OUT.replace("\"investigation\":", "\"Investigation\":"), "destinations.Investigation"),
             (OUT.replace("\"agent\"", "\"unmapped_destination\":\"allow\",\"agent\""), "unmapped_destination"),
+            (OUT.replace("\"agent\"", "\"no_subject\":\"anonymous\",\"agent\""), "no_subject"),
             (r#"{"mode":"sideways"}"#.to_string(), "unknown variant `sideways`"),
             (IN.replace("\"routes\"", "\"people\":[{\"issuer\":\"https://idp\",\"jwks\":{\"keys\":[]}}],\"routes\""), "people[0].jwks"),
         ] {

@@ -169,11 +169,11 @@ impl OutboundFilter {
             cache::fresh(exp, now, 0).then(|| token.to_string())
         });
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
-        let subject = match outbound::subject(&auth, recorded) {
+        let subject = match outbound::subject(&self.cfg, &auth, recorded) {
             Ok(s) => s,
             Err(reply) => return refuse(host, "outbound", reply, json!({"audience": audience})),
         };
-        let key = cache::exchange_key(&subject, &audience);
+        let key = cache::exchange_key(subject.cache_input(), &audience);
         if let Some((exp, token)) = host.shared_get(&key).as_deref().and_then(cache::decode).map(|(e, t)| (e, t.to_string())) {
             if cache::fresh(exp, now, self.cfg.cache_margin_secs) {
                 host.count("actorchain.outbound.cache_hit");

@@ -23,27 +23,53 @@ pub fn audience<'c>(cfg: &'c OutboundConfig, authority: &str) -> Result<Option<&
     }
 }
 
-/// The token to exchange: the one the app propagated in `Authorization`, or else the one recorded
-/// when the request that started this work was accepted (found through its trace context).
-pub fn subject(authorization: &[&str], recorded: Option<String>) -> Result<String, LocalReply> {
+/// What the STS is asked to exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// The token the app propagated in `Authorization`, or else the one recorded when the
+    /// request that started this work was accepted (found through its trace context).
+    Token(String),
+    /// Nothing: the agent acts as itself at the root of a new chain (client credentials).
+    Agent,
+}
+
+impl Subject {
+    /// What the exchange cache keys on besides the audience (never a raw token: it is hashed).
+    pub fn cache_input(&self) -> &str {
+        match self {
+            Subject::Token(t) => t,
+            Subject::Agent => "",
+        }
+    }
+}
+
+pub fn subject(cfg: &OutboundConfig, authorization: &[&str], recorded: Option<String>) -> Result<Subject, LocalReply> {
     match bearer(authorization) {
-        Ok(Some(t)) => Ok(t.to_string()),
-        Ok(None) => recorded.ok_or_else(|| {
-            reply::forbidden("no_subject_token", "no token to exchange: none in Authorization and none recorded for this trace context")
-        }),
+        Ok(Some(t)) => Ok(Subject::Token(t.to_string())),
+        Ok(None) => match recorded {
+            Some(t) => Ok(Subject::Token(t)),
+            None if cfg.act_as_self => Ok(Subject::Agent),
+            None => Err(reply::forbidden(
+                "no_subject_token",
+                "no token to exchange: none in Authorization and none recorded for this trace context",
+            )),
+        },
         Err(_) => Err(reply::invalid_request("bearer_malformed", "the outgoing Authorization header is not a single bearer token")),
     }
 }
 
-/// Headers and form body of the RFC 8693 request to the STS.
-pub fn token_request(sts: &StsConfig, agent: &str, subject: &str, audience: &str) -> (Vec<(&'static str, String)>, String) {
-    let body = form_urlencoded::Serializer::new(String::with_capacity(subject.len() + 256))
-        .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
-        .append_pair("subject_token", subject)
-        .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt")
-        .append_pair("audience", audience)
-        .append_pair("client_id", agent)
-        .finish();
+/// Headers and form body of the request to the STS: an RFC 8693 exchange, or the client
+/// credentials grant when the agent acts as itself.
+pub fn token_request(sts: &StsConfig, agent: &str, subject: &Subject, audience: &str) -> (Vec<(&'static str, String)>, String) {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(subject.cache_input().len() + 256));
+    match subject {
+        Subject::Token(t) => form
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+            .append_pair("subject_token", t)
+            .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        Subject::Agent => form.append_pair("grant_type", "client_credentials"),
+    };
+    let body = form.append_pair("audience", audience).append_pair("client_id", agent).finish();
     let headers = vec![
         (":method", "POST".to_string()),
         (":path", sts.token_path.clone()),
@@ -123,21 +149,26 @@ mod tests {
 
     #[test]
     fn picks_the_subject() {
-        assert_eq!(subject(&["Bearer a.b.c"], Some("rec".into())).unwrap(), "a.b.c");
-        assert_eq!(subject(&[], Some("rec".into())).unwrap(), "rec");
-        assert_eq!(subject(&[], None).unwrap_err().reason, "no_subject_token");
-        assert_eq!(subject(&["Bearer a b"], None).unwrap_err().reason, "bearer_malformed");
+        let c = cfg(false);
+        assert_eq!(subject(&c, &["Bearer a.b.c"], Some("rec".into())).unwrap(), Subject::Token("a.b.c".into()));
+        assert_eq!(subject(&c, &[], Some("rec".into())).unwrap(), Subject::Token("rec".into()));
+        assert_eq!(subject(&c, &[], None).unwrap_err().reason, "no_subject_token");
+        assert_eq!(subject(&c, &["Bearer a b"], None).unwrap_err().reason, "bearer_malformed");
+        let scheduled = OutboundConfig { act_as_self: true, ..c };
+        assert_eq!(subject(&scheduled, &[], None).unwrap(), Subject::Agent);
     }
 
     #[test]
     fn builds_the_rfc8693_request() {
         let c = cfg(false);
-        let (h, body) = token_request(&c.sts, &c.agent, "t.o.k", "investigation-agent");
+        let (h, body) = token_request(&c.sts, &c.agent, &Subject::Token("t.o.k".into()), "investigation-agent");
         assert!(h.contains(&(":path", "/token".into())));
         let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         assert!(params.contains(&("grant_type".into(), "urn:ietf:params:oauth:grant-type:token-exchange".into())));
         assert!(params.contains(&("client_id".into(), "oncall-agent".into())));
         assert!(params.contains(&("subject_token".into(), "t.o.k".into())));
+        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent");
+        assert_eq!(body, "grant_type=client_credentials&audience=investigation-agent&client_id=oncall-agent");
     }
 
     #[test]

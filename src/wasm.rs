@@ -28,15 +28,25 @@ proxy_wasm::main! {{
 struct Metrics(HashMap<String, u32>);
 
 impl Metrics {
+    fn id(&mut self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = self.0.get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        self.0.insert(name.to_string(), id);
+        Some(id)
+    }
+
     fn count(&mut self, name: &str) {
-        let id = match self.0.get(name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, name) {
-                Ok(id) => *self.0.entry(name.to_string()).or_insert(id),
-                Err(_) => return,
-            },
-        };
-        let _ = hostcalls::increment_metric(id, 1);
+        if let Some(id) = self.id(MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn gauge(&mut self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Gauge, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
     }
 }
 
@@ -183,6 +193,10 @@ impl RootContext for Root {
         let Some(Mode::Inbound(cfg)) = &self.mode else { return };
         self.adopt_shared();
         let now = now_secs();
+        let fetched_at = self.jwks.borrow().fetched_at;
+        if fetched_at > 0 {
+            self.metrics.borrow_mut().gauge("actorchain.jwks.age_seconds", now.saturating_sub(fetched_at));
+        }
         let due = self.jwks.borrow().should_fetch(now, cfg.jwks_refresh.as_secs(), cfg.jwks_min_refetch.as_secs());
         if !due {
             return;

@@ -104,3 +104,50 @@ async fn oncall_chain_through_real_envoy_sidecars() {
 async fn run_tokens_hop1(demo: &Demo, person: &str) -> String {
     scenario::oncall(demo, person, &[]).await.unwrap().tokens[1].clone()
 }
+
+#[test]
+fn envoy_refuses_an_invalid_plugin_configuration() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile_dir::Dir::new();
+    let paths = Paths::workspace(&root, "debug", work.path.clone());
+    let plugin =
+        r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":0}}"#;
+    let config = format!(
+        r#"
+static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: t
+          route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200}}}}]}}]}}
+          http_filters:
+          - name: actorchain
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config: {{runtime: envoy.wasm.runtime.v8, code: {{local: {{filename: "{wasm}"}}}}}}
+                configuration: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: '{plugin}'}}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: sts
+    load_assignment: {{cluster_name: sts, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}}}]}}]}}
+"#,
+        wasm = paths.wasm.display()
+    );
+    let cfg = work.path.join("bad.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = std::process::Command::new(&paths.envoy)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "Envoy started with an invalid actorchain configuration");
+    assert!(log.contains("sts.timeout_ms: must be between 1 and 30000"), "{log}");
+}

@@ -361,3 +361,18 @@ fn outbound_finds_the_subject_through_trace_context() {
     let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
     assert_eq!(form["subject_token"], t);
 }
+
+#[test]
+fn outbound_lets_a_scheduled_agent_act_as_itself_when_configured() {
+    let shared = Rc::default();
+    let inflight = Rc::default();
+    let cfg = OutboundConfig { act_as_self: true, ..outbound_cfg() };
+    let mut f = OutboundFilter { cfg: Rc::new(cfg), inflight, context_id: 1, pending: None };
+    let mut h = Fake::with(&[(":authority", "mcp")], &shared);
+    assert_eq!(f.on_request_headers(&mut h), Action::Pause);
+    let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert!(!form.contains_key("subject_token"));
+    let (v, _) = f.on_sts_reply(&mut h, Some(200), br#"{"access_token":"self.tok.en","expires_in":60}"#);
+    assert_eq!(v, Verdict::Forward("Bearer self.tok.en".into()));
+}

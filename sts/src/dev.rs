@@ -48,6 +48,8 @@ id = "monitoring-agent"
 workloads = ["{monitoring}"]
 audiences = ["mcp-gateway"]
 scopes = ["metrics:read", "repo:write"]
+# Runs scheduled checks on its own: may start a chain as itself, with no person behind it.
+may_act_as_self = true
 ttl_seconds = 120
 max_depth = 4
 "#,

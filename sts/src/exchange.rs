@@ -88,6 +88,8 @@ enum Subject {
     Person { sub: String, scope: ScopeSet, exp: u64, sid: String, ext: Map<String, Value> },
     /// An actorchain token addressed to the requesting agent: this exchange extends a chain.
     Chain(Claims),
+    /// No token: the agent acts as itself (client credentials), starting a chain of its own.
+    Agent,
 }
 
 #[derive(Deserialize)]
@@ -216,8 +218,22 @@ pub fn decide(
         ));
     }
 
-    let subject = verify_subject(&req.subject_token, &agent.id, v, now)?;
+    let subject = match &req.subject_token {
+        Some(t) => verify_subject(t, &agent.id, v, now)?,
+        None if agent.may_act_as_self => Subject::Agent,
+        None => {
+            return Err(ExchangeError::new(
+                OAuthCode::UnauthorizedClient,
+                "self_acting_not_allowed",
+                format!("agent {} may not act as itself; exchange the token of the person or agent it works for", agent.id),
+            ))
+        }
+    };
     let (sub, prior_act, parent_scope, parent_exp, sid, ext, parent_jti) = match subject {
+        // A new chain rooted at the agent: its registered scopes and lifetime are the ceiling.
+        Subject::Agent => {
+            (agent.id.clone(), None, agent.scopes.clone(), now + agent.ttl_secs, session_id(v.issuer, &jti), Map::new(), None)
+        }
         Subject::Person { sub, scope, exp, sid, ext } => {
             if !agent.may_start_session {
                 return Err(ExchangeError::new(
@@ -315,6 +331,7 @@ mod tests {
             audiences: vec!["next".into()],
             scopes: scopes(scope_mask),
             may_start_session: false,
+            may_act_as_self: false,
             ttl_secs: ttl,
             max_depth,
         }
@@ -341,7 +358,7 @@ mod tests {
 
     fn request(subject: String, scope: Option<ScopeSet>) -> TokenRequest {
         TokenRequest {
-            subject_token: subject,
+            subject_token: Some(subject),
             audience: "next".into(),
             scope,
             actor_token: None,

@@ -3,6 +3,9 @@ use actorchain_token::ScopeSet;
 use crate::error::{ExchangeError, OAuthCode};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 6749 §4.4 with mTLS client authentication: an agent acting as itself at the root of a new
+/// chain (scheduled jobs), where no person's or upstream token exists.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TT_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Largest `/token` body read; anything larger is refused before parsing.
@@ -11,7 +14,8 @@ pub const MAX_FORM_BYTES: usize = 32 * 1024;
 /// A syntactically valid RFC 8693 exchange request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
-    pub subject_token: String,
+    /// `None` for the client-credentials grant: the agent itself is the subject.
+    pub subject_token: Option<String>,
     pub audience: String,
     pub scope: Option<ScopeSet>,
     pub actor_token: Option<String>,
@@ -59,17 +63,18 @@ pub fn parse_token_request(body: &[u8]) -> Result<TokenRequest, ExchangeError> {
     }
     let [grant_type, subject_token, subject_token_type, audience, resource, scope, requested_token_type, actor_token, actor_token_type, client_id] =
         values;
-    match grant_type.as_deref() {
+    let self_acting = match grant_type.as_deref() {
         None => return Err(invalid("grant_type_missing", "grant_type is required")),
-        Some(GRANT_TOKEN_EXCHANGE) => {}
+        Some(GRANT_TOKEN_EXCHANGE) => false,
+        Some(GRANT_CLIENT_CREDENTIALS) => true,
         Some(_) => {
             return Err(ExchangeError::new(
                 OAuthCode::UnsupportedGrantType,
                 "grant_type_unsupported",
-                format!("only grant_type={GRANT_TOKEN_EXCHANGE} is supported"),
+                format!("grant_type must be {GRANT_TOKEN_EXCHANGE} (or {GRANT_CLIENT_CREDENTIALS} for an agent acting as itself)"),
             ))
         }
-    }
+    };
     if audiences > 1 {
         return Err(ExchangeError::new(
             OAuthCode::InvalidTarget,
@@ -80,14 +85,26 @@ pub fn parse_token_request(body: &[u8]) -> Result<TokenRequest, ExchangeError> {
     let audience = audience.or(resource).ok_or_else(|| {
         ExchangeError::new(OAuthCode::InvalidTarget, "audience_missing", "audience (or resource) naming the next hop is required")
     })?;
-    let subject_token = subject_token.ok_or_else(|| invalid("subject_token_missing", "subject_token is required"))?;
-    match subject_token_type.as_deref() {
-        Some(TT_JWT) | Some(TT_ACCESS_TOKEN) => {}
-        None => return Err(invalid("subject_token_type_missing", "subject_token_type is required")),
-        Some(_) => {
-            return Err(invalid("subject_token_type_unsupported", format!("subject_token_type must be {TT_JWT} or {TT_ACCESS_TOKEN}")))
+    let subject_token = match (self_acting, subject_token) {
+        (true, None) => None,
+        (true, Some(_)) => {
+            return Err(invalid("subject_token_unexpected", "client_credentials takes no subject_token: the agent is the subject"))
         }
-    }
+        (false, None) => return Err(invalid("subject_token_missing", "subject_token is required")),
+        (false, Some(t)) => {
+            match subject_token_type.as_deref() {
+                Some(TT_JWT) | Some(TT_ACCESS_TOKEN) => {}
+                None => return Err(invalid("subject_token_type_missing", "subject_token_type is required")),
+                Some(_) => {
+                    return Err(invalid(
+                        "subject_token_type_unsupported",
+                        format!("subject_token_type must be {TT_JWT} or {TT_ACCESS_TOKEN}"),
+                    ))
+                }
+            }
+            Some(t)
+        }
+    };
     match (&actor_token, actor_token_type.as_deref()) {
         (None, None) | (Some(_), Some(TT_JWT)) => {}
         (None, Some(_)) => return Err(invalid("actor_token_type_without_token", "actor_token_type given without actor_token")),
@@ -138,6 +155,9 @@ mod tests {
         assert_eq!(reason(&format!("{BASE}&audience=other")), "audience_not_single");
         assert_eq!(reason(&format!("{BASE}&resource=other")), "audience_not_single");
         assert_eq!(reason(&BASE.replace("token-exchange", "password")), "grant_type_unsupported");
+        let cc = "grant_type=client_credentials&audience=mcp&client_id=agent";
+        assert_eq!(parse_token_request(cc.as_bytes()).unwrap().subject_token, None);
+        assert_eq!(reason(&format!("{cc}&subject_token=t")), "subject_token_unexpected");
         assert_eq!(reason(&BASE.replace("audience=mcp&", "")), "audience_missing");
         assert_eq!(reason(&BASE.replace("client_id=agent", "")), "client_id_missing");
         assert_eq!(reason(&format!("{BASE}&actor_token=x")), "actor_token_type_missing");

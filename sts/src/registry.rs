@@ -20,6 +20,8 @@ pub struct AgentPolicy {
     pub scopes: ScopeSet,
     /// Whether it may start a session from a person's token (be the first actor).
     pub may_start_session: bool,
+    /// Whether it may act as itself at the root of a new chain (scheduled jobs, no person).
+    pub may_act_as_self: bool,
     pub ttl_secs: u64,
     /// Deepest chain it may head.
     pub max_depth: usize,
@@ -55,6 +57,8 @@ struct AgentEntry {
     scopes: Vec<String>,
     #[serde(default)]
     may_start_session: bool,
+    #[serde(default)]
+    may_act_as_self: bool,
     ttl_seconds: Option<u64>,
     max_depth: Option<usize>,
 }
@@ -104,6 +108,7 @@ impl Registry {
                 audiences: a.audiences,
                 scopes,
                 may_start_session: a.may_start_session,
+                may_act_as_self: a.may_act_as_self,
                 ttl_secs,
                 max_depth,
             };

@@ -24,7 +24,7 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::error::{ExchangeError, OAuthCode};
 use crate::exchange::{authenticate, decide, AuditRecord, PersonSource, SvidTrust, Verifiers};
-use crate::form::{parse_token_request, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
+use crate::form::{parse_token_request, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
 use crate::keys::{generate, KeyRing, RotationPolicy};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -203,7 +203,7 @@ impl Sts {
             "issuer": self.cfg.issuer,
             "token_endpoint": format!("{iss}/token"),
             "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-            "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+            "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_CLIENT_CREDENTIALS],
             "token_endpoint_auth_methods_supported": ["tls_client_auth"],
             "tls_client_certificate_bound_access_tokens": false,
             "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],

@@ -283,7 +283,7 @@ async fn malformed_http_requests_get_clear_errors() {
     assert_refused(&r, 400, "invalid_request", "parameter_repeated");
     let r = exchange(&mut c, &person, "investigation-agent", "oncall-agent", &[("audience", "mcp-gateway")]).await;
     assert_refused(&r, 400, "invalid_target", "audience_not_single");
-    let r = c.post_form("/token", &[("grant_type", "client_credentials")]).await.unwrap();
+    let r = c.post_form("/token", &[("grant_type", "password")]).await.unwrap();
     assert_refused(&r, 400, "unsupported_grant_type", "grant_type_unsupported");
     let r = exchange(&mut c, &person, "investigation-agent", "oncall-agent", &[("actor_token", "x")]).await;
     assert_refused(&r, 400, "invalid_request", "actor_token_type_missing");
@@ -351,4 +351,33 @@ async fn registry_reloads_without_restart_and_keeps_the_last_good_one() {
     assert!(sts.wait_for_log("agents[0].ttl_seconds"));
     let r = exchange(&mut oncall, &person, "investigation-agent", "oncall-agent", &[]).await;
     assert_refused(&r, 400, "invalid_target", "audience_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_registered_for_it_acts_as_itself_with_client_credentials() {
+    let sts = Sts::start();
+    let mut mon = sts.connect(Some("monitoring")).await;
+    let params =
+        [("grant_type", "client_credentials"), ("audience", "mcp-gateway"), ("client_id", "monitoring-agent"), ("scope", "metrics:read")];
+    let t = access_token(&mon.post_form("/token", &params).await.unwrap());
+    let c = payload(&t);
+    assert_eq!(
+        (c["sub"].as_str(), c["client_id"].as_str(), c["scope"].as_str()),
+        (Some("monitoring-agent"), Some("monitoring-agent"), Some("metrics:read"))
+    );
+    assert_eq!(c["act"], json!({"sub": "monitoring-agent", "spiffe_id": "spiffe://actorchain.dev/workload/monitoring"}));
+    // Scope beyond its registration is refused, and agents not registered for it may not.
+    let wide = [
+        ("grant_type", "client_credentials"),
+        ("audience", "mcp-gateway"),
+        ("client_id", "monitoring-agent"),
+        ("scope", "incidents:write"),
+    ];
+    assert_refused(&mon.post_form("/token", &wide).await.unwrap(), 400, "invalid_scope", "scope_widening");
+    let mut oncall = sts.connect(Some("oncall")).await;
+    let r = oncall
+        .post_form("/token", &[("grant_type", "client_credentials"), ("audience", "investigation-agent"), ("client_id", "oncall-agent")])
+        .await
+        .unwrap();
+    assert_refused(&r, 400, "unauthorized_client", "self_acting_not_allowed");
 }
