@@ -54,6 +54,8 @@ pub struct InboundConfig {
     /// Identity providers whose person tokens this entry point accepts (a session's first hop).
     pub people: Vec<PersonIssuer>,
     pub routes: Vec<Route>,
+    /// Verified tokens remembered per worker; 0 turns the cache off.
+    pub verified_cache_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,8 @@ struct RawInbound {
     people: Vec<RawPerson>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default = "default_verified_cache")]
+    verified_cache_size: usize,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +178,9 @@ fn default_refresh() -> u64 {
 }
 fn default_refetch() -> u64 {
     10
+}
+fn default_verified_cache() -> usize {
+    4096
 }
 fn default_unmapped() -> String {
     "refuse".into()
@@ -242,6 +249,9 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
     if !(1..=3600).contains(&r.jwks_min_refetch_seconds) {
         return err("jwks_min_refetch_seconds", "must be between 1 and 3600");
     }
+    if r.verified_cache_size > 1_000_000 {
+        return err("verified_cache_size", "at most 1000000");
+    }
     let mut people = Vec::new();
     for (i, p) in r.people.into_iter().enumerate() {
         if p.issuer.is_empty() || p.issuer == r.issuer {
@@ -281,6 +291,7 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         jwks_min_refetch: Duration::from_secs(r.jwks_min_refetch_seconds),
         people,
         routes,
+        verified_cache_size: r.verified_cache_size,
     })
 }
 

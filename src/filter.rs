@@ -16,6 +16,7 @@ use crate::outbound;
 use crate::reply::{self, LocalReply};
 use crate::singleflight::Inflight;
 use crate::trace::context_keys;
+use crate::verified_cache::VerifiedCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -50,6 +51,8 @@ pub struct Jwks {
     pub in_flight: bool,
     /// A token named a `kid` we lack: fetch again soon, rate-limited.
     pub refetch_wanted: bool,
+    /// Tokens verified under these keys.
+    pub verified: VerifiedCache,
 }
 
 /// Shared-data key of the JWKS document every worker adopts: `"<fetched_at>\n<jwks json>"`.
@@ -74,6 +77,9 @@ impl Jwks {
     /// Adopts a JWKS document. A document that does not parse changes nothing: the old keys stay.
     pub fn adopt(&mut self, json: &[u8], fetched_at: u64) -> Result<(), actorchain_token::TokenError> {
         let set = KeySet::from_jwks(json)?;
+        if self.keys.as_deref() != Some(&set) {
+            self.verified.clear();
+        }
         self.keys = Some(Rc::new(set));
         self.fetched_at = fetched_at;
         self.refetch_wanted = false;
@@ -94,16 +100,19 @@ impl InboundFilter {
             host.set_request_header(name, None);
         }
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
-        let keys = self.jwks.borrow().keys.clone();
         let now = host.now();
-        let (who, token) = match authenticate(&self.cfg, keys.as_deref(), &auth, now) {
-            Outcome::Accepted { identity, token } => (identity, token),
-            Outcome::Refused { reply, refetch_keys } => {
-                if refetch_keys {
-                    self.jwks.borrow_mut().refetch_wanted = true;
-                }
-                return refuse(host, "inbound", reply, json!({}));
+        let outcome = {
+            let mut jwks = self.jwks.borrow_mut();
+            let keys = jwks.keys.clone();
+            let outcome = authenticate(&self.cfg, keys.as_deref(), &mut jwks.verified, &auth, now);
+            if matches!(outcome, Outcome::Refused { refetch_keys: true, .. }) {
+                jwks.refetch_wanted = true;
             }
+            outcome
+        };
+        let (who, token) = match outcome {
+            Outcome::Accepted { identity, token } => (identity, token),
+            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, json!({})),
         };
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let method = find(":method").unwrap_or("");

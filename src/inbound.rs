@@ -7,6 +7,7 @@ use crate::bearer::{bearer, BearerError};
 use crate::config::InboundConfig;
 use crate::identity;
 use crate::reply::{self, LocalReply};
+use crate::verified_cache::VerifiedCache;
 
 /// The identity a verified token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,14 @@ fn token_refusal<'a>(e: TokenError) -> Outcome<'a> {
 
 /// Verifies the request's credentials. `keys` is `None` until the first JWKS has arrived, and
 /// then the filter fails closed with 503 rather than guess.
-pub fn authenticate<'a>(cfg: &InboundConfig, keys: Option<&KeySet>, authorization: &[&'a str], now: u64) -> Outcome<'a> {
+/// A token verified before and still valid is answered from `cache` without a signature check.
+pub fn authenticate<'a>(
+    cfg: &InboundConfig,
+    keys: Option<&KeySet>,
+    cache: &mut VerifiedCache,
+    authorization: &[&'a str],
+    now: u64,
+) -> Outcome<'a> {
     let token = match bearer(authorization) {
         Ok(Some(t)) => t,
         Ok(None) => return refused(reply::token_missing()),
@@ -55,6 +63,17 @@ pub fn authenticate<'a>(cfg: &InboundConfig, keys: Option<&KeySet>, authorizatio
     let Some(keys) = keys else {
         return refused(reply::unavailable("keys_not_loaded", "the STS signing keys have not been fetched yet"));
     };
+    if let Some(identity) = cache.get(token, now, cfg.window.leeway_secs) {
+        return Outcome::Accepted { identity, token };
+    }
+    let outcome = verify_token(cfg, keys, token, now);
+    if let Outcome::Accepted { identity, .. } = &outcome {
+        cache.insert(token, identity);
+    }
+    outcome
+}
+
+fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64) -> Outcome<'a> {
     let u = match Unverified::peek(token) {
         Ok(u) => u,
         Err(e) => return token_refusal(e),

@@ -17,6 +17,7 @@ pub mod outbound;
 pub mod reply;
 pub mod singleflight;
 pub mod trace;
+pub mod verified_cache;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -174,6 +174,7 @@ impl RootContext for Root {
         };
         match Config::parse(&bytes) {
             Ok(Config::Inbound(c)) => {
+                self.jwks.borrow_mut().verified = crate::verified_cache::VerifiedCache::new(c.verified_cache_size);
                 self.mode = Some(Mode::Inbound(Rc::new(c)));
                 self.set_tick_period(Duration::from_millis(250));
                 true

@@ -376,3 +376,23 @@ fn outbound_lets_a_scheduled_agent_act_as_itself_when_configured() {
     let (v, _) = f.on_sts_reply(&mut h, Some(200), br#"{"access_token":"self.tok.en","expires_in":60}"#);
     assert_eq!(v, Verdict::Forward("Bearer self.tok.en".into()));
 }
+
+#[test]
+fn inbound_remembers_verified_tokens_until_the_keys_change() {
+    let shared = Rc::default();
+    let f = inbound(Some(keyset()));
+    f.jwks.borrow_mut().verified = actorchain::verified_cache::VerifiedCache::new(16);
+    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
+    // With the keys gone from under it, only the cache can still accept the token.
+    let other = PrivateKey::from_secret_bytes(Alg::EdDsa, &[13; 32]).unwrap();
+    let mut other_set = KeySet::default();
+    other_set.insert("k9".into(), other.public()).unwrap();
+    f.jwks.borrow_mut().keys = Some(Rc::new(other_set.clone()));
+    assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
+    // Adopting a new key set drops what was verified under the old one.
+    f.jwks.borrow_mut().adopt(other_set.to_jwks().as_bytes(), NOW).unwrap();
+    let mut h = Fake::with(&[("authorization", &auth)], &shared);
+    assert_eq!(f.on_request_headers(&mut h), Action::Pause);
+    assert_eq!(h.replies[0].reason, "kid_unknown");
+}
