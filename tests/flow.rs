@@ -390,8 +390,11 @@ fn inbound_remembers_verified_tokens_until_the_keys_change() {
     other_set.insert("k9".into(), other.public()).unwrap();
     f.jwks.borrow_mut().keys = Some(Rc::new(other_set.clone()));
     assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
-    // Adopting a new key set drops what was verified under the old one.
-    f.jwks.borrow_mut().adopt(other_set.to_jwks().as_bytes(), NOW).unwrap();
+    // Adopting a different key set drops what was verified before.
+    let rotated = PrivateKey::from_secret_bytes(Alg::EdDsa, &[14; 32]).unwrap();
+    let mut rotated_set = KeySet::default();
+    rotated_set.insert("k10".into(), rotated.public()).unwrap();
+    f.jwks.borrow_mut().adopt(rotated_set.to_jwks().as_bytes(), NOW).unwrap();
     let mut h = Fake::with(&[("authorization", &auth)], &shared);
     assert_eq!(f.on_request_headers(&mut h), Action::Pause);
     assert_eq!(h.replies[0].reason, "kid_unknown");
