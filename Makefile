@@ -39,10 +39,13 @@ test: envoy wasm-target
 		cargo test --workspace --no-fail-fast; \
 	fi
 
-bench: envoy
+bench: envoy wasm-target
 	mkdir -p bench-results
+	cargo build --release -p actorchain-sts
+	cargo build --release --target $(WASM_TARGET) -p actorchain
 	cargo bench -p actorchain-sts --bench token_ops
 	cargo bench -p actorchain-sts --bench sts_load
+	cargo bench -p actorchain --bench envoy_filter
 
 lint:
 	cargo fmt --all -- --check

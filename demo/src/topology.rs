@@ -94,7 +94,8 @@ fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn start_sts(paths: &Paths, dev: &Path, log: &Path) -> Result<(Child, SocketAddr), String> {
+/// Starts the STS binary on the dev trust domain in `dev`; its event lines go to `log`.
+pub fn start_sts(paths: &Paths, dev: &Path, log: &Path) -> Result<(Child, SocketAddr), String> {
     let mut child = Command::new(&paths.sts_bin)
         .args(["serve", "--config"])
         .arg(dev.join("sts.toml"))

@@ -1,0 +1,323 @@
+//! What the filter costs inside real Envoy. One Envoy (one worker) with a listener per scenario,
+//! all answering with a direct response, driven at a fixed rate over keep-alive connections:
+//!   (a) no filter                 (b) Envoy's jwt_authn, unique tokens   (b') jwt_authn with its JWT cache, one token
+//!   (c) actorchain inbound, unique tokens            (c') actorchain inbound, one token (verified-token cache)
+//!   (d) actorchain outbound, cache hit               (e) actorchain outbound, cache miss: a real exchange at the STS
+//! Envoy CPU seconds per request (from /proc) is the stable figure on a noisy machine; latency
+//! percentiles are reported too. Results go to bench-results/envoy_filter.json.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actorchain_demo::topology::{start_sts, Paths};
+use actorchain_sts::bench_report;
+use actorchain_sts::dev;
+use actorchain_sts::keys::KeyRing;
+use actorchain_token::{extend_chain, sign_compact, ChainLimits, Claims, PrivateKey, TYP_ACCESS_TOKEN};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+const RATE: u64 = 400;
+const SECONDS: u64 = 5;
+const CONNECTIONS: usize = 4;
+const SATURATION_REQUESTS: usize = 6000;
+
+fn direct_listener(name: &str, filters: Vec<Value>) -> Value {
+    let mut http_filters = filters;
+    http_filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+            "http_filters": http_filters
+        }}]}]
+    })
+}
+
+fn wasm_filter(wasm: &PathBuf, root_id: &str, config: Value) -> Value {
+    json!({"name": root_id, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": {
+        "name": root_id, "root_id": root_id, "fail_open": false,
+        "vm_config": {"vm_id": "actorchain", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config.to_string()}
+    }}})
+}
+
+fn jwt_authn(cached: bool) -> Value {
+    let mut provider = json!({
+        "issuer": dev::STS_ISSUER, "audiences": ["mcp-gateway"],
+        "remote_jwks": {"http_uri": {"uri": "https://sts.actorchain.dev/.well-known/jwks.json", "cluster": "sts", "timeout": "2s"}, "cache_duration": "600s"}
+    });
+    if cached {
+        provider["jwt_cache_config"] = json!({"jwt_cache_size": 1000});
+    }
+    json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"sts": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "sts"}}]
+    }})
+}
+
+fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16) -> Value {
+    let inbound = json!({"mode": "inbound", "issuer": dev::STS_ISSUER, "audience": "mcp-gateway", "sts": {"cluster": "sts"}});
+    let outbound = json!({"mode": "outbound", "agent": "investigation-agent", "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": {"mcp": "mcp-gateway"}});
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [
+                direct_listener("none", vec![]),
+                direct_listener("jwt_authn", vec![jwt_authn(false)]),
+                direct_listener("jwt_authn_cached", vec![jwt_authn(true)]),
+                direct_listener("actorchain_inbound", vec![wasm_filter(&paths.wasm, "actorchain_inbound", inbound)]),
+                direct_listener("actorchain_outbound", vec![wasm_filter(&paths.wasm, "actorchain_outbound", outbound)]),
+            ],
+            "clusters": [{
+                "name": "sts", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "sts", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": sts_port}}}}]}]},
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": "sts.actorchain.dev",
+                    "common_tls_context": {
+                        "tls_certificates": [{"certificate_chain": {"filename": devdir.join("svid/investigation.pem")}, "private_key": {"filename": devdir.join("svid/investigation-key.pem")}}],
+                        "validation_context": {"trusted_ca": {"filename": devdir.join("bundle.pem")}}
+                    }
+                }}
+            }]
+        }
+    })
+}
+
+struct Envoy(Child);
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// User plus system CPU seconds the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let hz = Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(100.0);
+    ticks / hz
+}
+
+async fn get_admin(admin: &str, path: &str) -> String {
+    let addr = admin.parse().unwrap();
+    actorchain_demo::apps::http(addr, "GET", "admin", path, &[], vec![]).await.map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// Sends requests over `CONNECTIONS` keep-alive connections with `tokens[i % len]` in
+/// Authorization: at a fixed `rate` for `SECONDS` (latency), or as fast as they are answered until
+/// `count` have been sent (CPU per request, at saturation). Returns latencies (µs) and errors.
+async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>, count: usize) -> (Vec<u64>, u64) {
+    let interval = rate.map(|r| Duration::from_nanos(1_000_000_000 * CONNECTIONS as u64 / r));
+    let start = Instant::now() + Duration::from_millis(50);
+    let end = start + Duration::from_secs(SECONDS);
+    let per_conn = count.div_ceil(CONNECTIONS);
+    let mut tasks = Vec::new();
+    for k in 0..CONNECTIONS {
+        // Each connection its own share of distinct tokens; a single token is shared by all.
+        let mine: Vec<String> =
+            if tokens.len() < CONNECTIONS { tokens.to_vec() } else { tokens.iter().skip(k).step_by(CONNECTIONS).cloned().collect() };
+        let authority = authority.to_string();
+        tasks.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let mut due = start + interval.map_or(Duration::ZERO, |i| i * k as u32 / CONNECTIONS as u32);
+            let mut prev_done = Instant::now();
+            for i in 0.. {
+                match interval {
+                    Some(_) if due >= end => break,
+                    None if i >= per_conn => break,
+                    _ => {}
+                }
+                if interval.is_some() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent = Instant::now();
+                // From when it was due if the previous answer held it up, else from when it left:
+                // the timer's own lateness is not Envoy's.
+                let from = if interval.is_some() && prev_done > due { due } else { sent };
+                let mut req = hyper::Request::builder().uri("/tools").header("host", &authority);
+                if !mine.is_empty() {
+                    req = req.header("authorization", format!("Bearer {}", mine[i % mine.len()]));
+                }
+                let ok = match send.send_request(req.body(Empty::new()).unwrap()).await {
+                    Ok(r) => {
+                        let s = r.status().as_u16();
+                        let _ = r.into_body().collect().await;
+                        s == 200
+                    }
+                    Err(_) => false,
+                };
+                prev_done = Instant::now();
+                if ok {
+                    lat.push(from.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+                if let Some(iv) = interval {
+                    due += iv;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    lat.sort_unstable();
+    (lat, errors)
+}
+
+/// One scenario: Envoy CPU per request at saturation, then latency at a fixed rate.
+async fn scenario(pid: u32, port: u16, authority: &str, saturate: &[String], paced: &[String]) -> Value {
+    let cpu0 = cpu_seconds(pid);
+    let (lat, sat_errors) = drive(port, authority, saturate, None, SATURATION_REQUESTS).await;
+    let cpu = cpu_seconds(pid) - cpu0;
+    let sat_n = lat.len() as u64 + sat_errors;
+    let (lat, errors) = drive(port, authority, paced, Some(RATE), 0).await;
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1).copied().unwrap_or(0) as f64;
+    json!({
+        "saturation_requests": sat_n, "saturation_errors": sat_errors,
+        "envoy_cpu_us_per_request": cpu * 1e6 / sat_n.max(1) as f64,
+        "paced_requests": lat.len() as u64 + errors, "paced_errors": errors,
+        "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999),
+    })
+}
+
+fn token(key: &PrivateKey, kid: &str, aud: &str, agent_chain: &[(&str, &str)], jti: usize, now: u64) -> String {
+    let mut act = None;
+    for (agent, workload) in agent_chain {
+        act = Some(extend_chain(act.as_ref(), agent, &dev::workload_id(workload), ChainLimits::default()).unwrap());
+    }
+    let act = act.unwrap();
+    let c = Claims {
+        iss: dev::STS_ISSUER.into(),
+        sub: "user1".into(),
+        aud: aud.into(),
+        client_id: act.sub.clone(),
+        act,
+        scope: "incidents:read repo:write".into(),
+        iat: now,
+        nbf: now,
+        exp: now + 3000,
+        jti: format!("bench-{jti}"),
+        sid: "bench".into(),
+        ext: Default::default(),
+    };
+    sign_compact(&c, key, kid, Some(TYP_ACCESS_TOKEN))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = std::env::temp_dir().join(format!("actorchain-bench-{}", std::process::id()));
+    let paths = Paths::workspace(&root, "release", work.clone());
+    let devdir = work.join("dev");
+    dev::init(&devdir, false).unwrap();
+    let (mut sts, sts_addr) = start_sts(&paths, &devdir, &work.join("sts.log")).expect("STS starts (make bench builds it)");
+
+    let cfg = work.join("envoy.json");
+    std::fs::write(&cfg, envoy_config(&paths, &devdir, sts_addr.port()).to_string()).unwrap();
+    let admin_file = work.join("admin.txt");
+    let envoy = Envoy(
+        Command::new(&paths.envoy)
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "error", "--admin-address-path"])
+            .arg(&admin_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Envoy starts"),
+    );
+    let pid = envoy.0.id();
+    let admin = loop {
+        if let Some(a) = std::fs::read_to_string(&admin_file).ok().filter(|a| !a.trim().is_empty()) {
+            break a.trim().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ports: std::collections::HashMap<String, u16> = loop {
+        let out = get_admin(&admin, "/listeners?format=json").await;
+        let doc = out.find('{').zip(out.rfind('}')).map_or("", |(a, b)| &out[a..=b]);
+        if let Ok(v) = serde_json::from_str::<Value>(doc) {
+            let m: std::collections::HashMap<String, u16> = v["listener_statuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16)))
+                .collect();
+            if m.len() == 5 {
+                break m;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    while !get_admin(&admin, "/stats?filter=jwks.fetch_ok").await.lines().any(|l| l.trim_end().ends_with(|c: char| c.is_ascii_digit() && c != '0')) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let ring = KeyRing::load(&devdir.join("state/signing-keys.json")).unwrap().unwrap();
+    let now = actorchain_sts::server::unix_now();
+    let (kid, key) = ring.signing(now).unwrap();
+    let n = SATURATION_REQUESTS + (RATE * SECONDS) as usize + 64;
+    let inbound_chain = [("oncall-agent", "oncall"), ("investigation-agent", "investigation")];
+    let unique: Vec<String> = (0..n).map(|i| token(key, kid, "mcp-gateway", &inbound_chain, i, now)).collect();
+    let one = vec![unique[0].clone()];
+    let subjects: Vec<String> = (0..n).map(|i| token(key, kid, "investigation-agent", &[("oncall-agent", "oncall")], n + i, now)).collect();
+    let one_subject = vec![subjects[0].clone()];
+
+    // Unique-token scenarios use fresh tokens in each phase, so none is ever seen twice.
+    let (u_sat, u_paced) = unique.split_at(SATURATION_REQUESTS);
+    let (s_sat, s_paced) = subjects.split_at(SATURATION_REQUESTS);
+    let none: Vec<String> = Vec::new();
+    let mut results = serde_json::Map::new();
+    for (name, listener, authority, saturate, paced) in [
+        ("a_no_filter", "none", "app", &none[..], &none[..]),
+        ("b_jwt_authn_unique_tokens", "jwt_authn", "app", u_sat, u_paced),
+        ("b_jwt_authn_cached_one_token", "jwt_authn_cached", "app", &one[..], &one[..]),
+        ("c_actorchain_inbound_unique_tokens", "actorchain_inbound", "app", u_sat, u_paced),
+        ("c_actorchain_inbound_one_token", "actorchain_inbound", "app", &one[..], &one[..]),
+        ("d_actorchain_outbound_cache_hit", "actorchain_outbound", "mcp", &one_subject[..], &one_subject[..]),
+        ("e_actorchain_outbound_cache_miss", "actorchain_outbound", "mcp", s_sat, s_paced),
+    ] {
+        let r = scenario(pid, ports[listener], authority, saturate, paced).await;
+        println!("{name:<40} {r}");
+        results.insert(name.into(), r);
+    }
+    let base = results["a_no_filter"]["envoy_cpu_us_per_request"].as_f64().unwrap_or(0.0);
+    for v in results.values_mut() {
+        let added = v["envoy_cpu_us_per_request"].as_f64().unwrap_or(0.0) - base;
+        v["added_cpu_us_per_request"] = json!(added);
+    }
+    let _ = sts.kill();
+    let _ = sts.wait();
+    drop(envoy);
+    let _ = std::fs::remove_dir_all(&work);
+    bench_report::write(
+        "envoy_filter",
+        json!({
+            "cpu": format!("Envoy CPU per request over {SATURATION_REQUESTS} requests at saturation"),
+            "latency": format!("{RATE} requests/s for {SECONDS} s"),
+            "connections": CONNECTIONS, "envoy": "1.40, one worker", "scenarios": results
+        }),
+    );
+}
