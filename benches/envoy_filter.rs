@@ -107,13 +107,22 @@ fn cpu_seconds(pid: u32) -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let hz = Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(100.0);
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
     ticks / hz
 }
 
 async fn get_admin(admin: &str, path: &str) -> String {
     let addr = admin.parse().unwrap();
-    actorchain_demo::apps::http(addr, "GET", "admin", path, &[], vec![]).await.map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    actorchain_demo::apps::http(addr, "GET", "admin", path, &[], vec![])
+        .await
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// Sends requests over `CONNECTIONS` keep-alive connections with `tokens[i % len]` in
@@ -188,6 +197,8 @@ async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>,
 
 /// One scenario: Envoy CPU per request at saturation, then latency at a fixed rate.
 async fn scenario(pid: u32, port: u16, authority: &str, saturate: &[String], paced: &[String]) -> Value {
+    // Warm the listener, connections and VM first (one token, so unique-token scenarios stay unique).
+    drive(port, authority, &paced[..paced.len().min(1)], None, 300).await;
     let cpu0 = cpu_seconds(pid);
     let (lat, sat_errors) = drive(port, authority, saturate, None, SATURATION_REQUESTS).await;
     let cpu = cpu_seconds(pid) - cpu0;
@@ -263,7 +274,9 @@ async fn main() {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|l| Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16)))
+                .filter_map(|l| {
+                    Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16))
+                })
                 .collect();
             if m.len() == 5 {
                 break m;
@@ -271,7 +284,11 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    while !get_admin(&admin, "/stats?filter=jwks.fetch_ok").await.lines().any(|l| l.trim_end().ends_with(|c: char| c.is_ascii_digit() && c != '0')) {
+    while !get_admin(&admin, "/stats?filter=jwks.fetch_ok")
+        .await
+        .lines()
+        .any(|l| l.trim_end().ends_with(|c: char| c.is_ascii_digit() && c != '0'))
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

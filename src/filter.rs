@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use actorchain_token::KeySet;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::cache;
 use crate::config::{InboundConfig, OutboundConfig};
@@ -87,6 +87,38 @@ impl Jwks {
     }
 }
 
+/// One audit line per decision. Borrowed fields and no intermediate JSON tree: this is on the
+/// request path.
+#[derive(Serialize, Default)]
+struct AuditLine<'a> {
+    kind: &'static str,
+    direction: &'static str,
+    decision: &'static str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+}
+
+impl AuditLine<'_> {
+    fn emit<H: Host>(&self, host: &H) {
+        if host.audit_enabled() {
+            host.audit(&serde_json::to_string(self).expect("audit line serializes"));
+        }
+    }
+}
+
 pub struct InboundFilter {
     pub cfg: Rc<InboundConfig>,
     pub jwks: Rc<RefCell<Jwks>>,
@@ -112,13 +144,19 @@ impl InboundFilter {
         };
         let (who, token) = match outcome {
             Outcome::Accepted { identity, token } => (identity, token),
-            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, json!({})),
+            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default()),
         };
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let method = find(":method").unwrap_or("");
         let path = find(":path").unwrap_or("/");
         let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let about = json!({"sub": who.sub, "chain": who.agents, "scope": who.scope, "jti": who.jti});
+        let about = AuditLine {
+            sub: Some(&who.sub),
+            chain: Some(&who.agents),
+            scope: Some(&who.scope),
+            jti: who.jti.as_deref(),
+            ..AuditLine::default()
+        };
         if let Err(reply) = authorize(&self.cfg, &who, method, path) {
             return refuse(host, "inbound", reply, about);
         }
@@ -130,19 +168,14 @@ impl InboundFilter {
             host.shared_set(&key, &cache::encode(who.exp, token));
         }
         host.count("actorchain.inbound.accepted");
-        host.audit(
-            &json!({"kind": "decision", "direction": "inbound", "decision": "accepted", "reason": "valid", "about": about}).to_string(),
-        );
+        AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
         Action::Continue
     }
 }
 
-fn refuse<H: Host>(host: &mut H, direction: &str, reply: LocalReply, about: serde_json::Value) -> Action {
+fn refuse<H: Host>(host: &mut H, direction: &'static str, reply: LocalReply, about: AuditLine<'_>) -> Action {
     host.count(&format!("actorchain.{direction}.refused.{}", reply.reason));
-    host.audit(
-        &json!({"kind": "decision", "direction": direction, "decision": "refused", "reason": reply.reason, "status": reply.status, "about": about})
-            .to_string(),
-    );
+    AuditLine { kind: "decision", direction, decision: "refused", reason: reply.reason, status: Some(reply.status), ..about }.emit(host);
     host.send_reply(&reply);
     Action::Pause
 }
@@ -169,7 +202,7 @@ impl OutboundFilter {
         let audience = match outbound::audience(&self.cfg, find(":authority").unwrap_or("")) {
             Ok(Some(a)) => a.to_string(),
             Ok(None) => return Action::Continue,
-            Err(reply) => return refuse(host, "outbound", reply, json!({})),
+            Err(reply) => return refuse(host, "outbound", reply, AuditLine::default()),
         };
         let now = host.now();
         let recorded = context_keys(find("traceparent"), find("x-request-id")).iter().find_map(|k| {
@@ -180,7 +213,7 @@ impl OutboundFilter {
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         let subject = match outbound::subject(&self.cfg, &auth, recorded) {
             Ok(s) => s,
-            Err(reply) => return refuse(host, "outbound", reply, json!({"audience": audience})),
+            Err(reply) => return refuse(host, "outbound", reply, AuditLine { audience: Some(&audience), ..AuditLine::default() }),
         };
         let key = cache::exchange_key(subject.cache_input(), &audience);
         if let Some((exp, token)) = host.shared_get(&key).as_deref().and_then(cache::decode).map(|(e, t)| (e, t.to_string())) {
@@ -204,7 +237,8 @@ impl OutboundFilter {
                 // Nobody else can be waiting yet: the join and this failure happen in one callback.
                 self.inflight.borrow_mut().finish(&key);
                 self.pending = None;
-                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), json!({"audience": audience}))
+                let about = AuditLine { audience: Some(&audience), ..AuditLine::default() };
+                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about)
             }
         }
     }
@@ -220,18 +254,30 @@ impl OutboundFilter {
             Ok((token, exp)) => {
                 host.shared_set(&p.key, &cache::encode(exp, &token));
                 host.count("actorchain.outbound.exchanged");
-                host.audit(
-                    &json!({"kind": "decision", "direction": "outbound", "decision": "exchanged", "audience": p.audience, "exp": exp})
-                        .to_string(),
-                );
+                let line = AuditLine {
+                    kind: "decision",
+                    direction: "outbound",
+                    decision: "exchanged",
+                    reason: "granted",
+                    audience: Some(&p.audience),
+                    exp: Some(exp),
+                    ..AuditLine::default()
+                };
+                line.emit(host);
                 Verdict::Forward(format!("Bearer {token}"))
             }
             Err(reply) => {
                 host.count(&format!("actorchain.outbound.refused.{}", reply.reason));
-                host.audit(
-                    &json!({"kind": "decision", "direction": "outbound", "decision": "refused", "reason": reply.reason, "status": reply.status, "audience": p.audience})
-                        .to_string(),
-                );
+                let line = AuditLine {
+                    kind: "decision",
+                    direction: "outbound",
+                    decision: "refused",
+                    reason: reply.reason,
+                    status: Some(reply.status),
+                    audience: Some(&p.audience),
+                    ..AuditLine::default()
+                };
+                line.emit(host);
                 Verdict::Refuse(reply)
             }
         };

@@ -17,6 +17,9 @@ pub trait Host {
     fn shared_set(&mut self, key: &str, value: &[u8]);
     /// Starts an HTTP call to the STS cluster; the answer arrives later.
     fn dispatch(&mut self, sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String>;
+    /// Whether audit lines are being recorded at all (Envoy's log level), so a line nobody will
+    /// see is not even built.
+    fn audit_enabled(&self) -> bool;
     /// One audit line (JSON); never contains a token.
     fn audit(&self, line: &str);
     fn count(&mut self, metric: &str);

@@ -1,25 +1,24 @@
 //! Tokens this worker has already verified, so a token presented again costs a hash and a lookup
-//! instead of a signature check. Bounded; entries end with their token's validity; the whole cache
-//! is dropped whenever the key set changes, so a key leaving the JWKS takes its tokens with it.
+//! instead of a signature check. Keyed by the whole token (SipHash with a per-process random key,
+//! then full comparison), so a lookup can never return another token's identity, and cheaper in
+//! wasm than a cryptographic digest. Bounded in entries and bytes; entries end with their token's
+//! validity; the whole cache is dropped whenever the key set changes.
 
 use std::collections::{HashMap, VecDeque};
-
-use sha2::{Digest, Sha256};
+use std::rc::Rc;
 
 use crate::inbound::Verified;
 
-type Digest32 = [u8; 32];
+/// Most token bytes held, whatever the entry count: 4096 tokens of 1 KiB.
+const MAX_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Default)]
 pub struct VerifiedCache {
     capacity: usize,
-    entries: HashMap<Digest32, Verified>,
+    bytes: usize,
+    entries: HashMap<Rc<str>, Verified>,
     /// Insertion order: the oldest entry goes first when the cache is full.
-    order: VecDeque<Digest32>,
-}
-
-fn digest(token: &str) -> Digest32 {
-    Sha256::digest(token.as_bytes()).into()
+    order: VecDeque<Rc<str>>,
 }
 
 impl VerifiedCache {
@@ -30,40 +29,38 @@ impl VerifiedCache {
     /// The identity of `token` if it was verified before and is still within its validity at
     /// `now` (the same `exp + leeway` rule the verifier applies).
     pub fn get(&mut self, token: &str, now: u64, leeway: u64) -> Option<Verified> {
-        if self.capacity == 0 {
-            return None;
-        }
-        let d = digest(token);
-        let v = self.entries.get(&d)?;
+        let v = self.entries.get(token)?;
         if now >= v.exp.saturating_add(leeway) {
-            self.entries.remove(&d);
+            // Left in `order`; eviction skips keys that are already gone.
+            if let Some((k, _)) = self.entries.remove_entry(token) {
+                self.bytes -= k.len();
+            }
             return None;
         }
         Some(v.clone())
     }
 
     pub fn insert(&mut self, token: &str, who: &Verified) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || token.len() > MAX_BYTES || self.entries.contains_key(token) {
             return;
         }
-        let d = digest(token);
-        if self.entries.insert(d, who.clone()).is_none() {
-            self.order.push_back(d);
-        }
-        while self.entries.len() > self.capacity || self.order.len() > self.capacity * 2 {
-            match self.order.pop_front() {
-                Some(old) if old != d => {
-                    self.entries.remove(&old);
-                }
-                Some(_) => self.order.push_back(d),
-                None => break,
+        // `order` may still name entries that expired; bounding it bounds their memory too.
+        while self.entries.len() >= self.capacity || self.bytes + token.len() > MAX_BYTES || self.order.len() >= 2 * self.capacity {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some((k, _)) = self.entries.remove_entry(&old) {
+                self.bytes -= k.len();
             }
         }
+        let key: Rc<str> = Rc::from(token);
+        self.bytes += key.len();
+        self.order.push_back(key.clone());
+        self.entries.insert(key, who.clone());
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
+        self.bytes = 0;
     }
 
     pub fn len(&self) -> usize {

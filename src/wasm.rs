@@ -94,6 +94,10 @@ impl Host for WasmHost {
             .map_err(|s| format!("cannot call cluster {}: {s:?}", sts.cluster))
     }
 
+    fn audit_enabled(&self) -> bool {
+        log::log_enabled!(log::Level::Info)
+    }
+
     fn audit(&self, line: &str) {
         log::info!("{line}");
     }
@@ -168,6 +172,10 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // Follow Envoy's own log level, so audit lines below it are never built (the request path).
+        if let Ok(level) = hostcalls::get_log_level() {
+            proxy_wasm::set_log_level(level);
+        }
         let Some(bytes) = self.get_plugin_configuration() else {
             log::error!("actorchain plugin configuration: missing");
             return false;

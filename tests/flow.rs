@@ -71,6 +71,9 @@ impl Host for Fake {
             .push((headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), String::from_utf8(body.to_vec()).unwrap()));
         Ok(self.dispatched.len() as u32)
     }
+    fn audit_enabled(&self) -> bool {
+        true
+    }
     fn audit(&self, line: &str) {
         assert!(!line.contains("eyJ"), "a token reached the audit log: {line}");
         self.audits.borrow_mut().push(line.to_string());
@@ -162,7 +165,8 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
     assert!(h.headers.iter().all(|(k, _)| k != "X-Actorchain-Chain"));
     let audit: serde_json::Value = serde_json::from_str(&h.audits.borrow()[0]).unwrap();
     assert_eq!(audit["decision"], "accepted");
-    assert_eq!(audit["about"]["chain"], serde_json::json!(["oncall-agent", "investigation-agent"]));
+    assert_eq!(audit["chain"], serde_json::json!(["oncall-agent", "investigation-agent"]));
+    assert_eq!(audit["sub"], "user1");
     // Recorded for the outbound side under the trace id.
     let rec = shared.borrow().get("actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").cloned().unwrap();
     assert!(String::from_utf8(rec).unwrap().ends_with(&t));
