@@ -298,9 +298,9 @@ async fn main() {
     let n = SATURATION_REQUESTS + (RATE * SECONDS) as usize + 64;
     let inbound_chain = [("oncall-agent", "oncall"), ("investigation-agent", "investigation")];
     let unique: Vec<String> = (0..n).map(|i| token(key, kid, "mcp-gateway", &inbound_chain, i, now)).collect();
-    let one = vec![unique[0].clone()];
+    let one = [unique[0].clone()];
     let subjects: Vec<String> = (0..n).map(|i| token(key, kid, "investigation-agent", &[("oncall-agent", "oncall")], n + i, now)).collect();
-    let one_subject = vec![subjects[0].clone()];
+    let one_subject = [subjects[0].clone()];
 
     // Unique-token scenarios use fresh tokens in each phase, so none is ever seen twice.
     let (u_sat, u_paced) = unique.split_at(SATURATION_REQUESTS);
