@@ -20,6 +20,12 @@ pub struct Config {
     pub registry: PathBuf,
     /// Decision log destination; stdout when absent.
     pub audit_log: Option<PathBuf>,
+    /// SQLite database for the ledger and revocations; `actorchain.db` in the state directory
+    /// when absent.
+    pub database: Option<PathBuf>,
+    /// SPIFFE IDs allowed to use the admin endpoints (revocation, ledger queries) over mTLS.
+    #[serde(default)]
+    pub admin_ids: Vec<String>,
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
     #[serde(default = "default_leeway")]
@@ -123,6 +129,9 @@ impl Config {
         if let Some(a) = cfg.audit_log.as_mut() {
             abs(a);
         }
+        if let Some(d) = cfg.database.as_mut() {
+            abs(d);
+        }
         abs(&mut cfg.tls.cert);
         abs(&mut cfg.tls.key);
         abs(&mut cfg.tls.trust_bundle);
@@ -148,6 +157,11 @@ impl Config {
         if self.signing.rotate_every_seconds <= self.signing.publish_lead_seconds {
             return Err("signing.rotate_every_seconds: must exceed signing.publish_lead_seconds".into());
         }
+        for (i, id) in self.admin_ids.iter().enumerate() {
+            if !actorchain_token::is_spiffe_id(id) {
+                return Err(format!("admin_ids[{i}]: {id:?} is not a SPIFFE ID"));
+            }
+        }
         for (i, p) in self.people.iter().enumerate() {
             if p.issuer == self.issuer {
                 return Err(format!("people[{i}].issuer: must differ from the STS issuer"));
@@ -158,6 +172,10 @@ impl Config {
 
     pub fn signing_alg(&self) -> Result<Alg, String> {
         Alg::parse(&self.signing.alg).map_err(|_| "signing.alg: must be EdDSA or ES256".to_string())
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.database.clone().unwrap_or_else(|| self.state_dir.join("actorchain.db"))
     }
 
     pub fn keys_file(&self) -> PathBuf {

@@ -15,7 +15,7 @@ pub const STS_ISSUER: &str = "https://sts.actorchain.dev";
 pub const IDP_ISSUER: &str = "https://idp.actorchain.dev";
 pub const STS_SPIFFE_ID: &str = "spiffe://actorchain.dev/workload/sts";
 /// The demo workloads: each gets an X.509-SVID `svid/<name>.pem`.
-pub const WORKLOADS: [&str; 6] = ["sts", "frontend", "oncall", "investigation", "monitoring", "mcp-server"];
+pub const WORKLOADS: [&str; 7] = ["sts", "admin", "frontend", "oncall", "investigation", "monitoring", "mcp-server"];
 
 pub fn workload_id(name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/workload/{name}")
@@ -68,6 +68,8 @@ state_dir = "state"
 registry = "registry.toml"
 max_depth = 8
 leeway_seconds = 30
+# Who may revoke and query the ledger (over mTLS, with this SVID).
+admin_ids = ["spiffe://{TRUST_DOMAIN}/workload/admin"]
 
 [tls]
 cert = "svid/sts.pem"

@@ -4,7 +4,7 @@
 
 use actorchain_token::{
     check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, verify_person, Actor, Audience, ChainLimits, Claims,
-    Expectations, KeySet, PersonIssuer, ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
+    Expectations, Handles, KeySet, PersonIssuer, RevocationKind, RevocationSet, ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -32,6 +32,8 @@ pub struct Verifiers<'a> {
     pub people: &'a [PersonSource],
     pub window: TimeWindow,
     pub max_depth: usize,
+    /// Revocations in force: a revoked subject, or a revoked agent asking, is refused.
+    pub revoked: &'a RevocationSet,
 }
 
 /// What JWT-SVID actor tokens are verified against (SPIFFE JWT-SVID spec).
@@ -218,6 +220,9 @@ pub fn decide(
         ));
     }
 
+    if v.revoked.contains(RevocationKind::Agent, &agent.id) {
+        return Err(ExchangeError::new(OAuthCode::UnauthorizedClient, "agent_revoked", format!("agent {} has been revoked", agent.id)));
+    }
     let subject = match &req.subject_token {
         Some(t) => verify_subject(t, &agent.id, v, now)?,
         None if agent.may_act_as_self => Subject::Agent,
@@ -254,6 +259,15 @@ pub fn decide(
     rec.parent_jti = parent_jti.clone();
     rec.chain = prior_act.as_ref().map(|a| a.agents_oldest_first().into_iter().map(String::from).collect()).unwrap_or_default();
     rec.chain.push(agent.id.clone());
+
+    let handles = Handles { jti: parent_jti.as_deref(), sid: Some(&sid), sub: &sub, agents: rec.chain.iter().map(String::as_str) };
+    if let Some(kind) = v.revoked.matches(&handles) {
+        return Err(ExchangeError::new(
+            OAuthCode::InvalidRequest,
+            kind.reason(),
+            format!("subject_token belongs to a revoked {}", kind.as_str()),
+        ));
+    }
 
     if !agent.may_call(&req.audience) {
         return Err(ExchangeError::new(
@@ -380,7 +394,8 @@ mod tests {
             let key = PrivateKey::from_secret_bytes(Alg::EdDsa, &[9; 32]).unwrap();
             let mut own = KeySet::default();
             own.insert("k1".into(), key.public()).unwrap();
-            let v = Verifiers { issuer: ISS, own_keys: &own, people: &[], window: TimeWindow::default(), max_depth: 8 };
+            let revoked = RevocationSet::default();
+            let v = Verifiers { issuer: ISS, own_keys: &own, people: &[], window: TimeWindow::default(), max_depth: 8, revoked: &revoked };
             let registry = Registry::from_policies([policy("child", WL_CHILD, agent_mask, ttl, max_depth)]);
             let parent_exp = now + parent_left;
             let req = request(parent(&key, parent_mask, parent_exp, now), asked.map(scopes));

@@ -31,10 +31,44 @@ enum Cmd {
     },
     /// Validate an agent registry file and exit.
     CheckRegistry { file: PathBuf },
+    /// Read the audit ledger: verify its hash chain, print a session's delegation tree, query.
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
     /// Development trust domain and tokens.
     Dev {
         #[command(subcommand)]
         cmd: DevCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Check every record's link; names the first record edited, removed or reordered.
+    Verify {
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// The delegation tree of one session.
+    Tree {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        sid: String,
+    },
+    /// Records by person, agent or time range, one JSON line each.
+    Query {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        since: Option<u64>,
+        #[arg(long)]
+        until: Option<u64>,
     },
 }
 
@@ -83,11 +117,49 @@ fn main() {
         Cmd::CheckRegistry { file } => {
             Registry::load(&file).map(|r| println!("{}: {} agents, valid", file.display(), r.len())).map_err(|e| e.to_string())
         }
+        Cmd::Ledger { cmd } => run_ledger(cmd),
         Cmd::Dev { cmd } => run_dev(cmd),
     };
     if let Err(e) = result {
         eprintln!("actorchain-sts: {e}");
         std::process::exit(1);
+    }
+}
+
+fn run_ledger(cmd: LedgerCmd) -> Result<(), String> {
+    use actorchain_sts::ledger::{self, Filter, LedgerStore, SqliteLedger};
+    let open = |db: &PathBuf| {
+        if db.exists() {
+            SqliteLedger::open(db)
+        } else {
+            Err(format!("{}: no such ledger", db.display()))
+        }
+    };
+    match cmd {
+        LedgerCmd::Verify { db } => {
+            let rows = open(&db)?.rows(&Filter::default())?;
+            match ledger::verify(&rows) {
+                Ok(n) => {
+                    println!("{}: {n} records, chain intact", db.display());
+                    Ok(())
+                }
+                Err(t) => Err(format!("{}: record {}: {}", db.display(), t.seq, t.what)),
+            }
+        }
+        LedgerCmd::Tree { db, sid } => {
+            let rows = open(&db)?.rows(&Filter { sid: Some(sid.clone()), ..Default::default() })?;
+            if rows.is_empty() {
+                return Err(format!("no records for session {sid}"));
+            }
+            print!("{}", ledger::session_tree(&rows));
+            Ok(())
+        }
+        LedgerCmd::Query { db, sub, agent, since, until } => {
+            for r in open(&db)?.rows(&Filter { sid: None, sub, agent, since, until })? {
+                println!("{}", r.body);
+            }
+            Ok(())
+        }
     }
 }
 

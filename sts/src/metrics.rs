@@ -16,6 +16,7 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_nanos: AtomicU64,
     registry_reloads: Mutex<BTreeMap<&'static str, u64>>,
+    revocations: Mutex<BTreeMap<&'static str, u64>>,
     pub registry_agents: AtomicU64,
     pub signing_keys: AtomicU64,
 }
@@ -29,6 +30,10 @@ impl Metrics {
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn revocation(&self, kind: &'static str) {
+        *self.revocations.lock().expect("metrics lock").entry(kind).or_default() += 1;
     }
 
     pub fn registry_reload(&self, result: &'static str) {
@@ -57,6 +62,11 @@ impl Metrics {
         out.push_str("# TYPE actorchain_sts_registry_reloads_total counter\n");
         for (r, n) in self.registry_reloads.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "actorchain_sts_registry_reloads_total{{result=\"{r}\"}} {n}");
+        }
+        out.push_str("# HELP actorchain_sts_revocations_total Revocations made, by kind.\n");
+        out.push_str("# TYPE actorchain_sts_revocations_total counter\n");
+        for (k, n) in self.revocations.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "actorchain_sts_revocations_total{{kind=\"{k}\"}} {n}");
         }
         out.push_str("# TYPE actorchain_sts_registry_agents gauge\n");
         let _ = writeln!(out, "actorchain_sts_registry_agents {}", self.registry_agents.load(Ordering::Relaxed));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actorchain_token::{sign_compact, KeySet, TimeWindow, TYP_ACCESS_TOKEN};
+use actorchain_token::{sign_compact, KeySet, RevocationEntry, RevocationKind, TimeWindow, TYP_ACCESS_TOKEN};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use bytes::Bytes;
@@ -26,8 +26,10 @@ use crate::error::{ExchangeError, OAuthCode};
 use crate::exchange::{authenticate, decide, AuditRecord, PersonSource, SvidTrust, Verifiers};
 use crate::form::{parse_token_request, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
 use crate::keys::{generate, KeyRing, RotationPolicy};
+use crate::ledger::{session_tree, Filter, Ledger, LedgerStore, SqliteLedger};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::revocations::Revocations;
 use crate::svid;
 
 type Body = Full<Bytes>;
@@ -60,6 +62,9 @@ pub struct Sts {
     mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
     pub metrics: Metrics,
     pub audit: AuditLog,
+    ledger: Ledger,
+    ledger_reader: Mutex<SqliteLedger>,
+    pub revocations: Revocations,
 }
 
 pub fn unix_now() -> u64 {
@@ -98,7 +103,13 @@ impl Sts {
             Some(p) => AuditLog::file(p).map_err(|e| format!("{}: {e}", p.display()))?,
             None => AuditLog::stdout(),
         };
+        let db = cfg.database();
+        let ledger = Ledger::start(Box::new(SqliteLedger::open(&db)?))?;
+        let revocations = Revocations::open(&db)?;
         let sts = Sts {
+            ledger_reader: Mutex::new(SqliteLedger::open(&db)?),
+            ledger,
+            revocations,
             audit,
             alg,
             registry: RwLock::new(Arc::new(registry)),
@@ -213,18 +224,27 @@ impl Sts {
         .to_string()
     }
 
-    /// One exchange, start to finish: parse, authenticate, decide, sign, audit. Returns the HTTP
-    /// status and JSON body. Used by the HTTP handler and by in-process benchmarks.
-    pub fn exchange(&self, body: &[u8], peer: &Peer, now: u64) -> (u16, String) {
+    /// One exchange, start to finish: parse, authenticate, decide, sign, record in the ledger,
+    /// audit. Returns the HTTP status and JSON body; nothing is answered before the decision is
+    /// durable. Used by the HTTP handler and by in-process benchmarks.
+    pub async fn exchange(&self, body: &[u8], peer: &Peer, now: u64) -> (u16, String) {
         let started = Instant::now();
         let mut rec = AuditRecord { ts: now, ..Default::default() };
         let outcome = self.exchange_inner(body, peer, now, &mut rec);
-        let (status, body, reason) = match outcome {
+        let (mut status, mut body, mut reason) = match outcome {
             Ok(body) => (200, body, "granted"),
             Err(e) => (e.status(), e.body(), e.reason),
         };
         rec.decision = if status == 200 { "granted" } else { "refused" };
         rec.reason = reason;
+        if let Err(why) = self.ledger.record(rec.clone()).await {
+            // A grant that cannot be recorded is not handed out.
+            let e = ExchangeError::new(OAuthCode::ServerError, "ledger_unavailable", "the decision could not be recorded; try again");
+            self.audit.emit("ledger", &serde_json::json!({ "ts": now, "error": why }));
+            (status, body, reason) = (e.status(), e.body(), e.reason);
+            rec.decision = "refused";
+            rec.reason = reason;
+        }
         self.audit.emit("decision", &rec);
         self.metrics.decision(rec.decision, reason, started.elapsed());
         (status, body)
@@ -243,12 +263,14 @@ impl Sts {
         let registry = self.registry.read().expect("lock").clone();
         let people = self.people.read().expect("lock").clone();
         let keys = self.keys.read().expect("lock").clone();
+        let revoked = self.revocations.set();
         let v = Verifiers {
             issuer: &self.cfg.issuer,
             own_keys: &keys.published,
             people: &people,
             window: TimeWindow { leeway_secs: self.cfg.leeway_seconds },
             max_depth: self.cfg.max_depth,
+            revoked: &revoked,
         };
         let grant = decide(&registry, &v, &req, &workload, now, new_jti(), rec)?;
         let (kid, key) = keys
@@ -264,6 +286,61 @@ impl Sts {
             "scope": grant.claims.scope,
         })
         .to_string())
+    }
+}
+
+impl Sts {
+    fn is_admin(&self, peer: &Peer) -> bool {
+        matches!(peer, Peer::Workload(id) if self.cfg.admin_ids.contains(id))
+    }
+
+    /// Revokes a token, a session, an agent or a person. Entries stay in the feed until every
+    /// token they could match has expired: a token's own `exp`, or the longest lifetime the STS
+    /// mints for the others (it refuses new tokens for them from now on).
+    pub fn revoke(&self, kind: RevocationKind, value: &str, token_exp: Option<u64>, now: u64) -> Result<RevocationEntry, String> {
+        let expires_at = token_exp.unwrap_or(now + crate::registry::MAX_TTL_SECS) + self.cfg.leeway_seconds;
+        let entry = self.revocations.revoke(kind, value, now, expires_at)?;
+        self.metrics.revocation(kind.as_str());
+        self.audit.emit("revocation", &entry);
+        Ok(entry)
+    }
+
+    /// RFC 7009: revokes one of this STS's tokens. Anything that is not one (unknown, garbled,
+    /// foreign) is answered the same way, so the endpoint is no oracle.
+    fn revoke_token(&self, body: &[u8], now: u64) -> Result<(), String> {
+        let Some(token) = form_urlencoded::parse(body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()) else {
+            return Ok(());
+        };
+        let keys = self.keys.read().expect("lock").clone();
+        let Ok(u) = actorchain_token::Unverified::parse(&token, actorchain_token::TypRule::Exactly(TYP_ACCESS_TOKEN)) else {
+            return Ok(());
+        };
+        let Ok(claims) = u.claims::<actorchain_token::Claims>() else { return Ok(()) };
+        if claims.iss != self.cfg.issuer || u.verify_signature(&keys.published).is_err() {
+            return Ok(());
+        }
+        self.revoke(RevocationKind::Token, &claims.jti, Some(claims.exp), now).map(|_| ())
+    }
+
+    fn ledger_query(&self, query: &str) -> Result<serde_json::Value, String> {
+        let mut f = Filter::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "sid" => f.sid = Some(v.into_owned()),
+                "sub" => f.sub = Some(v.into_owned()),
+                "agent" => f.agent = Some(v.into_owned()),
+                "since" => f.since = Some(v.parse().map_err(|_| "since: seconds since the epoch")?),
+                "until" => f.until = Some(v.parse().map_err(|_| "until: seconds since the epoch")?),
+                other => return Err(format!("unknown query parameter {other}")),
+            }
+        }
+        let rows = self.ledger_reader.lock().expect("lock").rows(&f)?;
+        let records: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
+        let mut out = serde_json::json!({ "records": records });
+        if f.sid.is_some() {
+            out["tree"] = serde_json::Value::String(session_tree(&rows));
+        }
+        Ok(out)
     }
 }
 
@@ -342,7 +419,7 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
                     return no_store(json(e.status(), e.body()));
                 }
             };
-            let (status, body) = sts.exchange(&body, peer, unix_now());
+            let (status, body) = sts.exchange(&body, peer, unix_now()).await;
             no_store(json(status, body))
         }
         (_, "/token") => {
@@ -351,6 +428,62 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
             r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
             r
         }
+        (&Method::POST, "/revoke") if sts.is_admin(peer) => {
+            let body = Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            match sts.revoke_token(&body, unix_now()) {
+                Ok(()) => no_store(json(200, "{}".into())),
+                Err(e) => json(500, serde_json::json!({"error": "server_error", "error_description": e}).to_string()),
+            }
+        }
+        (&Method::POST, "/admin/revocations") if sts.is_admin(peer) => {
+            let body = Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Ask {
+                kind: String,
+                value: String,
+            }
+            let ask = match serde_json::from_slice::<Ask>(&body) {
+                Ok(a) => a,
+                Err(e) => {
+                    return json(400, serde_json::json!({"error": "invalid_request", "error_description": e.to_string()}).to_string())
+                }
+            };
+            let Some(kind) = RevocationKind::parse(&ask.kind) else {
+                return json(
+                    400,
+                    r#"{"error":"invalid_request","error_description":"kind must be token, session, agent or person"}"#.into(),
+                );
+            };
+            if !actorchain_token::is_principal_id(&ask.value) {
+                return json(
+                    400,
+                    r#"{"error":"invalid_request","error_description":"value must be 1-256 printable ASCII characters"}"#.into(),
+                );
+            }
+            match sts.revoke(kind, &ask.value, None, unix_now()) {
+                Ok(e) => json(200, serde_json::to_string(&e).expect("serializes")),
+                Err(e) => json(500, serde_json::json!({"error": "server_error", "error_description": e}).to_string()),
+            }
+        }
+        (&Method::GET, "/admin/ledger") if sts.is_admin(peer) => match sts.ledger_query(req.uri().query().unwrap_or("")) {
+            Ok(v) => json(200, v.to_string()),
+            Err(e) => json(400, serde_json::json!({"error": "invalid_request", "error_description": e}).to_string()),
+        },
+        (_, "/revoke") | (_, "/admin/revocations") | (_, "/admin/ledger") => {
+            json(403, r#"{"error":"access_denied","error_description":"admin endpoints need an admin SVID named in admin_ids"}"#.into())
+        }
+        (&Method::GET, "/revocations") if matches!(peer, Peer::Workload(_)) => {
+            let since = req
+                .uri()
+                .query()
+                .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "since").and_then(|(_, v)| v.parse().ok()))
+                .unwrap_or(0);
+            let mut r = json(200, serde_json::to_string(&sts.revocations.feed(since, unix_now())).expect("serializes"));
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        (_, "/revocations") => json(401, r#"{"error":"invalid_client","error_description":"present a workload SVID"}"#.into()),
         (&Method::GET, "/.well-known/jwks.json") => {
             let mut r = json(200, sts.jwks());
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));

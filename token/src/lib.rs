@@ -11,6 +11,7 @@ mod json_limits;
 mod jwks;
 mod jws;
 mod person;
+mod revocation;
 mod scope;
 mod time;
 
@@ -23,6 +24,7 @@ pub use json_limits::{check_json_depth, MAX_JSON_DEPTH};
 pub use jwks::{Jwk, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 pub use jws::{sign_compact, Unverified, MAX_TOKEN_BYTES};
 pub use person::{verify_person, Audience, PersonClaims, PersonIssuer};
+pub use revocation::{Handles, RevocationEntry, RevocationFeed, RevocationKind, RevocationSet};
 pub use scope::{is_scope_token, ScopeSet};
 pub use time::TimeWindow;
 

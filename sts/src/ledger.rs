@@ -1,0 +1,275 @@
+//! The audit ledger: every exchange decision, granted or refused, recorded durably before the STS
+//! answers, in a hash chain that shows the first record edited, removed or reordered behind the
+//! STS's back. Writes are group-committed by one writer thread so throughput holds.
+
+use std::sync::mpsc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::exchange::AuditRecord;
+
+/// One stored record: its place in the chain, the decision as JSON, and the chain hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub seq: u64,
+    pub body: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Which records a query wants. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    pub agent: Option<String>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+}
+
+/// Where the ledger lives. SQLite is the embedded default; a server database can follow.
+pub trait LedgerStore: Send {
+    /// Appends rows atomically and durably: all of them or none.
+    fn append(&mut self, rows: &[Row], records: &[AuditRecord]) -> Result<(), String>;
+    /// The last row's sequence number and hash, where the chain continues.
+    fn head(&self) -> Result<Option<(u64, String)>, String>;
+    fn rows(&self, filter: &Filter) -> Result<Vec<Row>, String>;
+}
+
+/// The genesis link of every chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub fn link_hash(prev_hash: &str, seq: u64, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What `verify` found wrong first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tamper {
+    pub seq: u64,
+    pub what: &'static str,
+}
+
+/// Walks the whole chain. `Ok(n)`: n records, all linked and unaltered.
+pub fn verify(rows: &[Row]) -> Result<u64, Tamper> {
+    let mut prev = GENESIS.to_string();
+    for (i, r) in rows.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if r.seq != expected {
+            return Err(Tamper { seq: expected, what: "record missing (removed)" });
+        }
+        if r.prev_hash != prev {
+            return Err(Tamper { seq: r.seq, what: "record does not follow its predecessor (removed or reordered)" });
+        }
+        if link_hash(&r.prev_hash, r.seq, &r.body) != r.hash {
+            return Err(Tamper { seq: r.seq, what: "record edited" });
+        }
+        prev = r.hash.clone();
+    }
+    Ok(rows.len() as u64)
+}
+
+type Job = (AuditRecord, oneshot::Sender<Result<(), String>>);
+
+/// The writer. `record` resolves once the decision is durable.
+pub struct Ledger {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Most decisions committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+impl Ledger {
+    pub fn start(mut store: Box<dyn LedgerStore>) -> Result<Ledger, String> {
+        let (mut seq, mut prev) = store.head()?.unwrap_or((0, GENESIS.to_string()));
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let (mut s, mut p) = (seq, prev.clone());
+                    let mut rows = Vec::with_capacity(jobs.len());
+                    for (rec, _) in &jobs {
+                        s += 1;
+                        let body = serde_json::to_string(rec).expect("record serializes");
+                        let hash = link_hash(&p, s, &body);
+                        rows.push(Row { seq: s, body, prev_hash: p.clone(), hash: hash.clone() });
+                        p = hash;
+                    }
+                    let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
+                    let result = store.append(&rows, &records);
+                    if result.is_ok() {
+                        (seq, prev) = (s, p);
+                    }
+                    for (_, ack) in jobs {
+                        let _ = ack.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Ledger { tx })
+    }
+
+    /// Durably records one decision; the caller answers only after this succeeds.
+    pub async fn record(&self, rec: AuditRecord) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send((rec, ack)).map_err(|_| "ledger writer stopped".to_string())?;
+        done.await.map_err(|_| "ledger writer stopped".to_string())?
+    }
+}
+
+/// SQLite in WAL mode with full synchronous commits: a decision acknowledged is on disk.
+pub struct SqliteLedger {
+    conn: rusqlite::Connection,
+}
+
+impl SqliteLedger {
+    pub fn open(path: &std::path::Path) -> Result<SqliteLedger, String> {
+        let conn = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS ledger (
+                 seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, sid TEXT, sub TEXT, chain TEXT NOT NULL,
+                 body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS ledger_sid ON ledger(sid);
+             CREATE INDEX IF NOT EXISTS ledger_sub ON ledger(sub);
+             CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts);",
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(SqliteLedger { conn })
+    }
+}
+
+impl LedgerStore for SqliteLedger {
+    fn append(&mut self, rows: &[Row], records: &[AuditRecord]) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO ledger (seq, ts, sid, sub, chain, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| e.to_string())?;
+            for (row, rec) in rows.iter().zip(records) {
+                let chain = serde_json::to_string(&rec.chain).expect("chain serializes");
+                stmt.execute(rusqlite::params![row.seq as i64, rec.ts as i64, rec.sid, rec.sub, chain, row.body, row.prev_hash, row.hash])
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+
+    fn head(&self) -> Result<Option<(u64, String)>, String> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()
+            .map_err(|e| e.to_string())
+    }
+
+    fn rows(&self, f: &Filter) -> Result<Vec<Row>, String> {
+        let agent = f.agent.as_ref().map(|a| serde_json::to_string(a).expect("string serializes"));
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, body, prev_hash, hash FROM ledger
+                 WHERE (?1 IS NULL OR sid = ?1) AND (?2 IS NULL OR sub = ?2) AND (?3 IS NULL OR instr(chain, ?3) > 0)
+                   AND (?4 IS NULL OR ts >= ?4) AND (?5 IS NULL OR ts <= ?5)
+                 ORDER BY seq",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map(rusqlite::params![f.sid, f.sub, agent, f.since.map(|v| v as i64), f.until.map(|v| v as i64)], |r| {
+                Ok(Row { seq: r.get::<_, i64>(0)? as u64, body: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    }
+}
+
+/// The delegation tree of a session as text, one decision a line, children indented under the
+/// token they were exchanged from:
+/// `user1 → oncall-agent → investigation-agent ⇒ mcp-gateway  granted  12:00:01  exp 12:02:01`.
+pub fn session_tree(rows: &[Row]) -> String {
+    let recs: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
+    let mut out = String::new();
+    fn walk(recs: &[serde_json::Value], parent: Option<&str>, depth: usize, out: &mut String) {
+        for r in recs.iter().filter(|r| r["parent_jti"].as_str() == parent) {
+            let mut path = vec![r["sub"].as_str().unwrap_or("?").to_string()];
+            path.extend(r["chain"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+            let line = format!(
+                "{}{} => {}  {} ({})  at {}  exp {}  scope [{}]\n",
+                "  ".repeat(depth),
+                path.join(" -> "),
+                r["audience"].as_str().unwrap_or("?"),
+                r["decision"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("?"),
+                r["ts"],
+                r["exp"].as_u64().map_or("-".to_string(), |e| e.to_string()),
+                r["scope"].as_str().unwrap_or(""),
+            );
+            out.push_str(&line);
+            if let Some(jti) = r["jti"].as_str() {
+                walk(recs, Some(jti), depth + 1, out);
+            }
+        }
+    }
+    walk(&recs, None, 0, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> AuditRecord {
+        AuditRecord { ts: i, decision: "granted", reason: "granted", jti: Some(format!("j{i}")), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn chains_commits_and_detects_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let ledger = Ledger::start(Box::new(SqliteLedger::open(&path).unwrap())).unwrap();
+        let mut waits = Vec::new();
+        for i in 1..=20 {
+            waits.push(ledger.record(rec(i)));
+        }
+        for w in waits {
+            w.await.unwrap();
+        }
+        let store = SqliteLedger::open(&path).unwrap();
+        let rows = store.rows(&Filter::default()).unwrap();
+        assert_eq!(verify(&rows), Ok(20));
+        // Continues the same chain after a restart.
+        drop(ledger);
+        let again = Ledger::start(Box::new(SqliteLedger::open(&path).unwrap())).unwrap();
+        again.record(rec(21)).await.unwrap();
+        let rows = store.rows(&Filter::default()).unwrap();
+        assert_eq!(verify(&rows), Ok(21));
+
+        let mut edited = rows.clone();
+        edited[6].body = edited[6].body.replace("granted", "refused");
+        assert_eq!(verify(&edited), Err(Tamper { seq: 7, what: "record edited" }));
+        let mut removed = rows.clone();
+        removed.remove(3);
+        assert_eq!(verify(&removed).unwrap_err().seq, 4);
+        let mut swapped = rows.clone();
+        swapped.swap(9, 10);
+        assert_eq!(verify(&swapped).unwrap_err().seq, 10);
+    }
+}
