@@ -1,6 +1,7 @@
 //! The exchanged-token cache, shared by all workers through Envoy's shared data. Keys are hashes,
 //! never raw tokens; an entry is used until a safety margin before its `exp`.
 
+use actorchain_token::Handles;
 use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "actorchain.xchg.";
@@ -22,15 +23,58 @@ pub fn exchange_key(subject: &str, audience: &str) -> String {
     key
 }
 
-/// A cached token with its expiry: `"<exp>\n<token>"`. The same layout serves recorded subjects.
-pub fn encode(exp: u64, token: &str) -> Vec<u8> {
-    format!("{exp}\n{token}").into_bytes()
+/// A document with the time it was fetched: `"<at>\n<document>"` (the shared JWKS).
+pub fn stamp(at: u64, doc: &str) -> Vec<u8> {
+    format!("{at}\n{doc}").into_bytes()
 }
 
-pub fn decode(bytes: &[u8]) -> Option<(u64, &str)> {
+pub fn unstamp(bytes: &[u8]) -> Option<(u64, &str)> {
     let s = std::str::from_utf8(bytes).ok()?;
-    let (exp, token) = s.split_once('\n')?;
-    Some((exp.parse().ok()?, token)).filter(|(_, t)| !t.is_empty())
+    let (at, doc) = s.split_once('\n')?;
+    Some((at.parse().ok()?, doc)).filter(|(_, d)| !d.is_empty())
+}
+
+/// A token held in shared data (an exchanged token, or a subject recorded for the trace context),
+/// with what revocation can match it by, so a hit is checked without parsing the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub exp: u64,
+    pub jti: &'a str,
+    pub sid: &'a str,
+    pub sub: &'a str,
+    /// Agents of the chain, comma-separated.
+    pub agents: &'a str,
+    pub token: &'a str,
+}
+
+/// The agents of an entry, from its comma-separated list.
+pub type AgentIter<'a> = std::iter::Filter<std::str::Split<'a, char>, fn(&&str) -> bool>;
+
+fn field(s: &str) -> String {
+    // Identifiers from a person's IdP are arbitrary JSON strings; keep the layout unambiguous.
+    s.replace(['\n', ','], " ")
+}
+
+impl<'a> Entry<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        format!("{}\n{}\n{}\n{}\n{}\n{}", self.exp, field(self.jti), field(self.sid), field(self.sub), self.agents, self.token).into_bytes()
+    }
+
+    pub fn decode(bytes: &'a [u8]) -> Option<Entry<'a>> {
+        let mut p = std::str::from_utf8(bytes).ok()?.splitn(6, '\n');
+        let e = Entry { exp: p.next()?.parse().ok()?, jti: p.next()?, sid: p.next()?, sub: p.next()?, agents: p.next()?, token: p.next()? };
+        (!e.token.is_empty()).then_some(e)
+    }
+
+    pub fn handles(&self) -> Handles<'a, AgentIter<'a>> {
+        let nonempty: fn(&&str) -> bool = |a| !a.is_empty();
+        Handles {
+            jti: Some(self.jti).filter(|j| !j.is_empty()),
+            sid: Some(self.sid).filter(|s| !s.is_empty()),
+            sub: self.sub,
+            agents: self.agents.split(',').filter(nonempty),
+        }
+    }
 }
 
 /// Whether an entry may still be handed out at `now`.
@@ -47,10 +91,15 @@ mod tests {
         assert_ne!(exchange_key("ab", "c"), exchange_key("a", "bc"));
         assert_eq!(exchange_key("t", "a").len(), PREFIX.len() + 64);
         assert!(!exchange_key("secret-token", "a").contains("secret"));
-        assert_eq!(decode(&encode(42, "tok")), Some((42, "tok")));
-        assert_eq!(decode(b""), None);
-        assert_eq!(decode(b"x\ntok"), None);
-        assert_eq!(decode(b"5\n"), None);
+        assert_eq!(unstamp(&stamp(42, "doc")), Some((42, "doc")));
+        assert_eq!(unstamp(b""), None);
+        assert_eq!(unstamp(b"x\ndoc"), None);
+        let e = Entry { exp: 9, jti: "j\n1", sid: "s", sub: "user1", agents: "a,b", token: "t.o.k" };
+        let bytes = e.encode();
+        let d = Entry::decode(&bytes).unwrap();
+        assert_eq!((d.exp, d.jti, d.agents, d.token), (9, "j 1", "a,b", "t.o.k"));
+        assert_eq!(d.handles().agents.collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(Entry::decode(b"9\nj\ns\nu\na\n"), None);
         assert!(fresh(100, 80, 10));
         assert!(!fresh(100, 90, 10));
     }

@@ -28,7 +28,10 @@ pub struct StsConfig {
     pub authority: String,
     pub token_path: String,
     pub jwks_path: String,
+    pub revocations_path: String,
     pub timeout: Duration,
+    /// How often the revocation feed is read (it is also read right after a refusal for revocation).
+    pub revocation_refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +92,12 @@ struct RawSts {
     token_path: String,
     #[serde(default = "default_jwks_path")]
     jwks_path: String,
+    #[serde(default = "default_revocations_path")]
+    revocations_path: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    #[serde(default = "default_revocation_refresh_ms")]
+    revocation_refresh_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +171,12 @@ fn default_token_path() -> String {
 fn default_jwks_path() -> String {
     "/.well-known/jwks.json".into()
 }
+fn default_revocations_path() -> String {
+    "/revocations".into()
+}
+fn default_revocation_refresh_ms() -> u64 {
+    1000
+}
 fn default_timeout_ms() -> u64 {
     1000
 }
@@ -200,7 +213,11 @@ fn sts(raw: RawSts) -> Result<StsConfig, ConfigError> {
     if !(1..=30_000).contains(&raw.timeout_ms) {
         return err("sts.timeout_ms", "must be between 1 and 30000");
     }
-    for (f, p) in [("sts.token_path", &raw.token_path), ("sts.jwks_path", &raw.jwks_path)] {
+    if !(100..=60_000).contains(&raw.revocation_refresh_ms) {
+        return err("sts.revocation_refresh_ms", "must be between 100 and 60000");
+    }
+    for (f, p) in [("sts.token_path", &raw.token_path), ("sts.jwks_path", &raw.jwks_path), ("sts.revocations_path", &raw.revocations_path)]
+    {
         if !p.starts_with('/') {
             return err(f, "must be an absolute path");
         }
@@ -210,7 +227,9 @@ fn sts(raw: RawSts) -> Result<StsConfig, ConfigError> {
         authority: raw.authority,
         token_path: raw.token_path,
         jwks_path: raw.jwks_path,
+        revocations_path: raw.revocations_path,
         timeout: Duration::from_millis(raw.timeout_ms),
+        revocation_refresh: Duration::from_millis(raw.revocation_refresh_ms),
     })
 }
 

@@ -14,6 +14,7 @@ use crate::identity;
 use crate::inbound::{authenticate, authorize, identity_headers, Outcome};
 use crate::outbound;
 use crate::reply::{self, LocalReply};
+use crate::revocation_feed::Revocations;
 use crate::singleflight::Inflight;
 use crate::trace::context_keys;
 use crate::verified_cache::VerifiedCache;
@@ -122,6 +123,7 @@ impl AuditLine<'_> {
 pub struct InboundFilter {
     pub cfg: Rc<InboundConfig>,
     pub jwks: Rc<RefCell<Jwks>>,
+    pub revoked: Rc<RefCell<Revocations>>,
 }
 
 impl InboundFilter {
@@ -146,6 +148,15 @@ impl InboundFilter {
             Outcome::Accepted { identity, token } => (identity, token),
             Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default()),
         };
+        let agents = who.agents.join(",");
+        let entry = cache::Entry {
+            exp: who.exp,
+            jti: who.jti.as_deref().unwrap_or(""),
+            sid: who.sid.as_deref().unwrap_or(""),
+            sub: &who.sub,
+            agents: &agents,
+            token,
+        };
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let method = find(":method").unwrap_or("");
         let path = find(":path").unwrap_or("/");
@@ -157,6 +168,10 @@ impl InboundFilter {
             jti: who.jti.as_deref(),
             ..AuditLine::default()
         };
+        if let Some(kind) = self.revoked.borrow().set.matches(&entry.handles()) {
+            let reply = reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str()));
+            return refuse(host, "inbound", reply, about);
+        }
         if let Err(reply) = authorize(&self.cfg, &who, method, path) {
             return refuse(host, "inbound", reply, about);
         }
@@ -164,8 +179,12 @@ impl InboundFilter {
             host.set_request_header(name, Some(&value));
         }
         // Recorded so the outbound side can find the subject through the trace context.
-        for key in context_keys(find("traceparent"), find("x-request-id")) {
-            host.shared_set(&key, &cache::encode(who.exp, token));
+        let keys = context_keys(find("traceparent"), find("x-request-id"));
+        if !keys.is_empty() {
+            let bytes = entry.encode();
+            for key in keys {
+                host.shared_set(&key, &bytes);
+            }
         }
         host.count("actorchain.inbound.accepted");
         AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
@@ -190,6 +209,7 @@ pub struct Pending {
 
 pub struct OutboundFilter {
     pub cfg: Rc<OutboundConfig>,
+    pub revoked: Rc<RefCell<Revocations>>,
     pub inflight: Rc<RefCell<Inflight>>,
     pub context_id: u32,
     pub pending: Option<Pending>,
@@ -205,21 +225,36 @@ impl OutboundFilter {
             Err(reply) => return refuse(host, "outbound", reply, AuditLine::default()),
         };
         let now = host.now();
-        let recorded = context_keys(find("traceparent"), find("x-request-id")).iter().find_map(|k| {
-            let v = host.shared_get(k)?;
-            let (exp, token) = cache::decode(&v)?;
-            cache::fresh(exp, now, 0).then(|| token.to_string())
-        });
+        let revoked = self.revoked.clone();
+        let usable =
+            |e: &cache::Entry<'_>, margin: u64| cache::fresh(e.exp, now, margin) && revoked.borrow().set.matches(&e.handles()).is_none();
+        let mut recorded = None;
+        for k in context_keys(find("traceparent"), find("x-request-id")) {
+            let Some(v) = host.shared_get(&k) else { continue };
+            let Some(e) = cache::Entry::decode(&v).filter(|e| cache::fresh(e.exp, now, 0)) else { continue };
+            // The work this call continues was revoked since it was accepted: say so.
+            if let Some(kind) = revoked.borrow().set.matches(&e.handles()) {
+                let what = format!("the work this call continues belongs to a revoked {}", kind.as_str());
+                return refuse(
+                    host,
+                    "outbound",
+                    reply::forbidden(kind.reason(), &what),
+                    AuditLine { audience: Some(&audience), ..AuditLine::default() },
+                );
+            }
+            recorded = Some(e.token.to_string());
+            break;
+        }
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         let subject = match outbound::subject(&self.cfg, &auth, recorded) {
             Ok(s) => s,
             Err(reply) => return refuse(host, "outbound", reply, AuditLine { audience: Some(&audience), ..AuditLine::default() }),
         };
         let key = cache::exchange_key(subject.cache_input(), &audience);
-        if let Some((exp, token)) = host.shared_get(&key).as_deref().and_then(cache::decode).map(|(e, t)| (e, t.to_string())) {
-            if cache::fresh(exp, now, self.cfg.cache_margin_secs) {
+        if let Some(v) = host.shared_get(&key) {
+            if let Some(e) = cache::Entry::decode(&v).filter(|e| usable(e, self.cfg.cache_margin_secs)) {
                 host.count("actorchain.outbound.cache_hit");
-                host.set_request_header("authorization", Some(&format!("Bearer {token}")));
+                host.set_request_header("authorization", Some(&format!("Bearer {}", e.token)));
                 return Action::Continue;
             }
         }
@@ -250,9 +285,12 @@ impl OutboundFilter {
             return (Verdict::Refuse(reply::unavailable("sts_reply_unexpected", "no exchange was pending")), Vec::new());
         };
         let waiters = self.inflight.borrow_mut().finish(&p.key);
-        let verdict = match outbound::read_reply(status, body, host.now()) {
-            Ok((token, exp)) => {
-                host.shared_set(&p.key, &cache::encode(exp, &token));
+        let verdict = match outbound::read_reply(status, body, host.now(), &p.audience, &self.cfg.agent) {
+            Ok(outbound::Exchanged { token, claims }) => {
+                let exp = claims.exp;
+                let agents = claims.act.agents_oldest_first().join(",");
+                let entry = cache::Entry { exp, jti: &claims.jti, sid: &claims.sid, sub: &claims.sub, agents: &agents, token: &token };
+                host.shared_set(&p.key, &entry.encode());
                 host.count("actorchain.outbound.exchanged");
                 let line = AuditLine {
                     kind: "decision",
@@ -267,6 +305,10 @@ impl OutboundFilter {
                 Verdict::Forward(format!("Bearer {token}"))
             }
             Err(reply) => {
+                if reply::is_revocation(&reply) {
+                    // The STS knows of a revocation this worker has not seen yet: read the feed now.
+                    self.revoked.borrow_mut().wanted = true;
+                }
                 host.count(&format!("actorchain.outbound.refused.{}", reply.reason));
                 let line = AuditLine {
                     kind: "decision",

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod inbound;
 pub mod outbound;
 pub mod reply;
+pub mod revocation_feed;
 pub mod singleflight;
 pub mod trace;
 pub mod verified_cache;

@@ -1,7 +1,7 @@
 //! Outbound decisions: which audience a destination is, which token to exchange, the STS request,
 //! and what the STS's answer means.
 
-use actorchain_token::MAX_TOKEN_BYTES;
+use actorchain_token::{Claims, Unverified, MAX_TOKEN_BYTES};
 use serde::Deserialize;
 
 use crate::bearer::bearer;
@@ -95,10 +95,18 @@ struct Refused {
     actorchain_reason: String,
 }
 
+/// A token the STS issued for this exchange, with its claims (read, not verified: it came from
+/// the STS over mTLS, and the next hop verifies it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchanged {
+    pub token: String,
+    pub claims: Claims,
+}
+
 /// Reads the STS's answer. `status` is `None` when the call failed without a response (reset,
-/// timeout, no healthy upstream): that, 5xx, 429 or anything unreadable fails closed with 503; a
-/// 4xx refusal becomes 403 carrying the STS's error.
-pub fn read_reply(status: Option<u32>, body: &[u8], now: u64) -> Result<(String, u64), LocalReply> {
+/// timeout, no healthy upstream): that, 5xx, 429, anything unreadable, or a token that is not for
+/// `audience` and `agent` fails closed with 503; a 4xx refusal becomes 403 carrying the STS's error.
+pub fn read_reply(status: Option<u32>, body: &[u8], now: u64, audience: &str, agent: &str) -> Result<Exchanged, LocalReply> {
     let unavailable = |reason, what: &str| Err(reply::unavailable(reason, what));
     match status {
         None => unavailable("sts_unreachable", "the token service did not answer"),
@@ -109,7 +117,14 @@ pub fn read_reply(status: Option<u32>, body: &[u8], now: u64) -> Result<(String,
             if g.access_token.is_empty() || g.access_token.len() > MAX_TOKEN_BYTES || g.expires_in == 0 || g.expires_in > 86_400 {
                 return unavailable("sts_reply_malformed", "the token service answered with an unusable token");
             }
-            Ok((g.access_token, now + g.expires_in))
+            let Some(mut claims) = Unverified::peek(&g.access_token).ok().and_then(|u| u.claims::<Claims>().ok()) else {
+                return unavailable("sts_reply_malformed", "the token service answered with an unreadable token");
+            };
+            if claims.aud != audience || claims.client_id != agent {
+                return unavailable("sts_reply_mismatch", "the token service issued a token for another audience or agent");
+            }
+            claims.exp = claims.exp.min(now + g.expires_in);
+            Ok(Exchanged { token: g.access_token, claims })
         }
         Some(s) if (400..500).contains(&s) && s != 429 => match serde_json::from_slice::<Refused>(body) {
             Ok(r) => Err(reply::exchange_refused(&r.error, &r.actorchain_reason, &r.error_description)),
@@ -171,18 +186,42 @@ mod tests {
         assert_eq!(body, "grant_type=client_credentials&audience=investigation-agent&client_id=oncall-agent");
     }
 
+    fn granted(aud: &str, agent: &str) -> Vec<u8> {
+        let key = actorchain_token::PrivateKey::from_secret_bytes(actorchain_token::Alg::EdDsa, &[1; 32]).unwrap();
+        let act = actorchain_token::extend_chain(None, agent, "spiffe://td/w", Default::default()).unwrap();
+        let c = Claims {
+            iss: "i".into(),
+            sub: "user1".into(),
+            aud: aud.into(),
+            client_id: agent.into(),
+            act,
+            scope: String::new(),
+            iat: 100,
+            nbf: 100,
+            exp: 1000,
+            jti: "j".into(),
+            sid: "s".into(),
+            ext: Default::default(),
+        };
+        let t = actorchain_token::sign_compact(&c, &key, "k", Some(actorchain_token::TYP_ACCESS_TOKEN));
+        serde_json::json!({"access_token": t, "expires_in": 60}).to_string().into_bytes()
+    }
+
     #[test]
     fn reads_every_kind_of_answer() {
-        assert_eq!(read_reply(Some(200), br#"{"access_token":"x.y.z","expires_in":60}"#, 100).unwrap(), ("x.y.z".into(), 160));
-        assert_eq!(read_reply(None, b"", 0).unwrap_err().status, 503);
-        assert_eq!(read_reply(Some(503), b"", 0).unwrap_err().reason, "sts_unreachable");
-        assert_eq!(read_reply(Some(500), b"", 0).unwrap_err().reason, "sts_error");
-        assert_eq!(read_reply(Some(429), b"{}", 0).unwrap_err().status, 503);
-        assert_eq!(read_reply(Some(200), b"<html>", 0).unwrap_err().reason, "sts_reply_malformed");
-        assert_eq!(read_reply(Some(200), br#"{"access_token":"x","expires_in":0}"#, 0).unwrap_err().status, 503);
-        let r =
-            read_reply(Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed","error_description":"d"}"#, 0)
-                .unwrap_err();
+        let ok = read_reply(Some(200), &granted("mcp", "a"), 100, "mcp", "a").unwrap();
+        assert_eq!((ok.claims.jti.as_str(), ok.claims.exp), ("j", 160));
+        let read = |status, body: &[u8]| read_reply(status, body, 0, "mcp", "a").unwrap_err();
+        assert_eq!(read(Some(200), &granted("other", "a")).reason, "sts_reply_mismatch");
+        assert_eq!(read(Some(200), &granted("mcp", "b")).reason, "sts_reply_mismatch");
+        assert_eq!(read(None, b"").status, 503);
+        assert_eq!(read(Some(503), b"").reason, "sts_unreachable");
+        assert_eq!(read(Some(500), b"").reason, "sts_error");
+        assert_eq!(read(Some(429), b"{}").status, 503);
+        assert_eq!(read(Some(200), b"<html>").reason, "sts_reply_malformed");
+        assert_eq!(read(Some(200), br#"{"access_token":"x.y.z","expires_in":60}"#).reason, "sts_reply_malformed");
+        assert_eq!(read(Some(200), br#"{"access_token":"x","expires_in":0}"#).status, 503);
+        let r = read(Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed","error_description":"d"}"#);
         assert_eq!((r.status, r.reason), (403, "exchange_refused"));
         assert!(r.body.contains("audience_not_allowed"));
     }

@@ -1,6 +1,7 @@
 //! Local replies: RFC 6750 challenges for inbound refusals, JSON errors for outbound ones. Every
 //! body names a machine-readable reason.
 
+use actorchain_token::RevocationKind;
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +56,22 @@ pub fn forbidden(reason: &'static str, description: &str) -> LocalReply {
     json_reply(403, reason, "access_denied", description, None)
 }
 
-/// 403 carrying the STS's own error for a refused exchange, so the agent learns what to fix.
+/// 403 carrying the STS's own error for a refused exchange, so the agent learns what to fix. A
+/// refusal for revocation keeps its own reason (`session_revoked`...), so the filter reacts to it.
 pub fn exchange_refused(sts_error: &str, sts_reason: &str, sts_description: &str) -> LocalReply {
-    let mut r = json_reply(403, "exchange_refused", sts_error, sts_description, None);
-    r.body = json!({"error": sts_error, "reason": "exchange_refused", "sts_reason": sts_reason, "error_description": sts_description})
-        .to_string();
+    let reason = [RevocationKind::Token, RevocationKind::Session, RevocationKind::Agent, RevocationKind::Person]
+        .into_iter()
+        .map(RevocationKind::reason)
+        .find(|r| *r == sts_reason)
+        .unwrap_or("exchange_refused");
+    let mut r = json_reply(403, reason, sts_error, sts_description, None);
+    r.body = json!({"error": sts_error, "reason": reason, "sts_reason": sts_reason, "error_description": sts_description}).to_string();
     r
+}
+
+/// Whether a refusal says a token was revoked.
+pub fn is_revocation(reply: &LocalReply) -> bool {
+    reply.reason.ends_with("_revoked")
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::config::{Config, InboundConfig, StsConfig};
 use crate::filter::{apply, Action, InboundFilter, Jwks, OutboundFilter, Verdict, JWKS_KEY};
 use crate::host::Host;
 use crate::reply::{self, LocalReply};
+use crate::revocation_feed::{self, Revocations};
 use crate::singleflight::Inflight;
 
 proxy_wasm::main! {{
@@ -116,8 +117,11 @@ enum Mode {
 struct Root {
     mode: Option<Mode>,
     jwks: Rc<RefCell<Jwks>>,
+    revoked: Rc<RefCell<Revocations>>,
     inflight: Rc<RefCell<Inflight>>,
     metrics: Rc<RefCell<Metrics>>,
+    jwks_call: Option<u32>,
+    feed_call: Option<u32>,
 }
 
 impl Root {
@@ -132,7 +136,7 @@ impl Root {
         if cas.is_none() || cas == jwks.adopted_cas {
             return;
         }
-        if let Some((fetched_at, json)) = cache::decode(&data) {
+        if let Some((fetched_at, json)) = cache::unstamp(&data) {
             if jwks.adopt(json.as_bytes(), fetched_at).is_ok() {
                 jwks.adopted_cas = cas;
             }
@@ -140,11 +144,93 @@ impl Root {
     }
 }
 
+impl Root {
+    fn sts(&self) -> Option<&StsConfig> {
+        match self.mode.as_ref()? {
+            Mode::Inbound(c) => Some(&c.sts),
+            Mode::Outbound(c) => Some(&c.sts),
+        }
+    }
+
+    /// Takes up the revocations another worker merged, if they are ahead of ours.
+    fn adopt_shared_revocations(&self, now: u64) {
+        let Ok((Some(data), cas)) = hostcalls::get_shared_data(revocation_feed::SHARED_KEY) else { return };
+        let mut r = self.revoked.borrow_mut();
+        if cas.is_some() && cas != r.adopted_cas && r.adopt(&data, now) {
+            r.adopted_cas = cas;
+        }
+    }
+
+    fn poll_revocations(&mut self, now: u64) {
+        self.adopt_shared_revocations(now);
+        let Some(sts) = self.sts().cloned() else { return };
+        let now_ms = hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as u64);
+        let mut r = self.revoked.borrow_mut();
+        r.prune(now);
+        let mut metrics = self.metrics.borrow_mut();
+        metrics.gauge("actorchain.revocations.entries", r.len() as u64);
+        if r.fetched_at > 0 {
+            metrics.gauge("actorchain.revocations.lag_seconds", now.saturating_sub(r.fetched_at));
+        }
+        if !r.should_fetch(now_ms, sts.revocation_refresh.as_millis() as u64) {
+            return;
+        }
+        r.last_attempt_ms = now_ms;
+        let path = format!("{}?since={}", sts.revocations_path, r.cursor);
+        let headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", sts.authority.as_str())];
+        match hostcalls::dispatch_http_call(&sts.cluster, headers, None, vec![], sts.timeout) {
+            Ok(t) => {
+                r.in_flight = true;
+                self.feed_call = Some(t);
+            }
+            Err(s) => {
+                log::warn!("{}", serde_json::json!({"kind": "revocations", "error": format!("cannot call cluster {}: {s:?}", sts.cluster)}))
+            }
+        }
+    }
+
+    fn on_feed(&mut self, status: Option<String>, body: &[u8], now: u64) {
+        let mut r = self.revoked.borrow_mut();
+        r.in_flight = false;
+        let feed =
+            (status.as_deref() == Some("200")).then(|| serde_json::from_slice::<actorchain_token::RevocationFeed>(body).ok()).flatten();
+        let mut metrics = self.metrics.borrow_mut();
+        match feed {
+            Some(f) => {
+                r.merge(f, now);
+                metrics.count("actorchain.revocations.fetch_ok");
+                let _ = hostcalls::set_shared_data(revocation_feed::SHARED_KEY, Some(&r.snapshot()), None);
+                r.adopted_cas = hostcalls::get_shared_data(revocation_feed::SHARED_KEY).ok().and_then(|(_, c)| c);
+            }
+            None => {
+                // What we know stays enforced; the next tick tries again.
+                metrics.count("actorchain.revocations.fetch_failed");
+                log::warn!("{}", serde_json::json!({"kind": "revocations", "result": "kept previous", "status": status}));
+            }
+        }
+    }
+}
+
+/// Largest revocation feed read in one answer.
+const MAX_FEED_BYTES: usize = 1 << 20;
+
 impl Context for Root {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let now = now_secs();
-        self.jwks.borrow_mut().in_flight = false;
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        if self.feed_call == Some(token) {
+            self.feed_call = None;
+            let body = (body_size <= MAX_FEED_BYTES)
+                .then(|| hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
+                .flatten()
+                .unwrap_or_default();
+            return self.on_feed(status, &body, now);
+        }
+        if self.jwks_call != Some(token) {
+            return;
+        }
+        self.jwks_call = None;
+        self.jwks.borrow_mut().in_flight = false;
         let body = (body_size <= actorchain_token::MAX_JWKS_BYTES)
             .then(|| hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
             .flatten()
@@ -157,7 +243,7 @@ impl Context for Root {
         match result {
             Ok(()) => {
                 host.count("actorchain.jwks.fetch_ok");
-                let doc = cache::encode(now, std::str::from_utf8(&body).unwrap_or_default());
+                let doc = cache::stamp(now, std::str::from_utf8(&body).unwrap_or_default());
                 let _ = hostcalls::set_shared_data(JWKS_KEY, Some(&doc), None);
                 self.jwks.borrow_mut().adopted_cas = hostcalls::get_shared_data(JWKS_KEY).ok().and_then(|(_, c)| c);
             }
@@ -189,6 +275,7 @@ impl RootContext for Root {
             }
             Ok(Config::Outbound(c)) => {
                 self.mode = Some(Mode::Outbound(Rc::new(c)));
+                self.set_tick_period(Duration::from_millis(250));
                 true
             }
             Err(e) => {
@@ -199,9 +286,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        let now = now_secs();
+        self.poll_revocations(now);
         let Some(Mode::Inbound(cfg)) = &self.mode else { return };
         self.adopt_shared();
-        let now = now_secs();
         let fetched_at = self.jwks.borrow().fetched_at;
         if fetched_at > 0 {
             self.metrics.borrow_mut().gauge("actorchain.jwks.age_seconds", now.saturating_sub(fetched_at));
@@ -214,7 +302,10 @@ impl RootContext for Root {
         let mut jwks = self.jwks.borrow_mut();
         jwks.last_attempt = now;
         match hostcalls::dispatch_http_call(&cfg.sts.cluster, headers, None, vec![], cfg.sts.timeout) {
-            Ok(_) => jwks.in_flight = true,
+            Ok(t) => {
+                jwks.in_flight = true;
+                self.jwks_call = Some(t);
+            }
             Err(s) => {
                 log::warn!("{}", serde_json::json!({"kind": "jwks", "error": format!("cannot call cluster {}: {s:?}", cfg.sts.cluster)}))
             }
@@ -223,11 +314,18 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self.mode.as_ref()? {
-            Mode::Inbound(cfg) => {
-                Some(Box::new(InboundCtx { filter: InboundFilter { cfg: cfg.clone(), jwks: self.jwks.clone() }, host: self.host() }))
-            }
+            Mode::Inbound(cfg) => Some(Box::new(InboundCtx {
+                filter: InboundFilter { cfg: cfg.clone(), jwks: self.jwks.clone(), revoked: self.revoked.clone() },
+                host: self.host(),
+            })),
             Mode::Outbound(cfg) => Some(Box::new(OutboundCtx {
-                filter: OutboundFilter { cfg: cfg.clone(), inflight: self.inflight.clone(), context_id, pending: None },
+                filter: OutboundFilter {
+                    cfg: cfg.clone(),
+                    revoked: self.revoked.clone(),
+                    inflight: self.inflight.clone(),
+                    context_id,
+                    pending: None,
+                },
                 host: self.host(),
             })),
         }

@@ -151,3 +151,62 @@ static_resources:
     assert!(!out.status.success(), "Envoy started with an invalid actorchain configuration");
     assert!(log.contains("sts.timeout_ms: must be between 1 and 30000"), "{log}");
 }
+
+/// Runs the chain with `person` until it is refused, for at most `within`; the reply that refused.
+async fn refused_within(demo: &Demo, person: &str, within: std::time::Duration) -> (std::time::Duration, serde_json::Value) {
+    let started = std::time::Instant::now();
+    loop {
+        let run = scenario::oncall(demo, person, &[]).await.unwrap();
+        if run.status != 200 {
+            return (started.elapsed(), run.response);
+        }
+        assert!(started.elapsed() < within, "still accepted {:?} after the revocation", started.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The reason the deepest refusing hop gave.
+fn refusal_reason(response: &serde_json::Value) -> String {
+    let mut level = response;
+    while level["downstream"]["body"].is_object() {
+        level = &level["downstream"]["body"];
+    }
+    level["reason"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_a_running_workflow_within_two_seconds() {
+    let (demo, _work) = start().await;
+    let limit = std::time::Duration::from_secs(2);
+    let a = demo.person_token("user1", "incidents:read repo:write", 600).unwrap();
+    let b = demo.person_token("user1", "incidents:read repo:write", 600).unwrap();
+    let c = demo.person_token("user2", "incidents:read repo:write", 600).unwrap();
+    let run_a = scenario::oncall(&demo, &a, &[]).await.unwrap();
+    assert_eq!(run_a.status, 200);
+    for p in [&b, &c] {
+        assert_eq!(scenario::oncall(&demo, p, &[]).await.unwrap().status, 200);
+    }
+
+    // One session, in the middle of its workflow (every sidecar holds its tokens in cache).
+    let sid_a = claims(&run_a.tokens[1])["sid"].as_str().unwrap().to_string();
+    demo.revoke("session", &sid_a).await.unwrap();
+    let (took, resp) = refused_within(&demo, &a, limit).await;
+    assert!(refusal_reason(&resp).contains("session_revoked"), "{took:?} {resp}");
+    assert_eq!(scenario::oncall(&demo, &b, &[]).await.unwrap().status, 200, "the person's other session keeps working");
+
+    // The person: both of user1's sessions, not user2's.
+    demo.revoke("person", "user1").await.unwrap();
+    let (_, resp) = refused_within(&demo, &b, limit).await;
+    assert!(refusal_reason(&resp).contains("person_revoked"), "{resp}");
+    assert_eq!(scenario::oncall(&demo, &c, &[]).await.unwrap().status, 200);
+
+    // The agent: every chain through it.
+    demo.revoke("agent", "investigation-agent").await.unwrap();
+    let (_, resp) = refused_within(&demo, &c, limit).await;
+    assert!(refusal_reason(&resp).contains("agent_revoked"), "{resp}");
+
+    // The ledger shows the session's delegation, and the refusal after the revocation.
+    let tree = demo.ledger_tree(&sid_a).await.unwrap();
+    assert!(tree.contains("user1 -> oncall-agent => investigation-agent  granted"), "{tree}");
+    assert!(tree.contains("refused (session_revoked)"), "{tree}");
+}

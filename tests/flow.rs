@@ -114,6 +114,11 @@ fn token(aud: &str, scope: &str, exp: u64) -> String {
     sign_compact(&c, &key(), "k1", Some(TYP_ACCESS_TOKEN))
 }
 
+/// The STS's RFC 8693 answer carrying `token`.
+fn sts_reply(token: &str) -> Vec<u8> {
+    serde_json::json!({"access_token": token, "expires_in": 120, "token_type": "Bearer"}).to_string().into_bytes()
+}
+
 fn inbound_cfg() -> InboundConfig {
     let j = r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts"},
         "routes":[{"method":"POST","path_prefix":"/admin","scopes":["admin:all"]},
@@ -134,7 +139,7 @@ fn outbound_cfg() -> OutboundConfig {
 
 fn inbound(keys: Option<KeySet>) -> InboundFilter {
     let jwks = Jwks { keys: keys.map(Rc::new), ..Default::default() };
-    InboundFilter { cfg: Rc::new(inbound_cfg()), jwks: Rc::new(RefCell::new(jwks)) }
+    InboundFilter { cfg: Rc::new(inbound_cfg()), jwks: Rc::new(RefCell::new(jwks)), revoked: Rc::default() }
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -271,7 +276,7 @@ fn jwks_fetch_schedule() {
 }
 
 fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
-    OutboundFilter { cfg: Rc::new(outbound_cfg()), inflight: inflight.clone(), context_id: ctx, pending: None }
+    OutboundFilter { cfg: Rc::new(outbound_cfg()), revoked: Rc::default(), inflight: inflight.clone(), context_id: ctx, pending: None }
 }
 
 #[test]
@@ -299,16 +304,16 @@ fn outbound_exchanges_once_caches_and_shares_the_answer() {
     assert_eq!(follower.on_request_headers(&mut h2), Action::Pause);
     assert!(h2.dispatched.is_empty());
 
-    let (verdict, waiters) =
-        leader.on_sts_reply(&mut h1, Some(200), br#"{"access_token":"new.tok.en","expires_in":120,"token_type":"Bearer"}"#);
-    assert_eq!(verdict, Verdict::Forward("Bearer new.tok.en".into()));
+    let minted = token("mcp-gateway", "repo:write", NOW + 120);
+    let (verdict, waiters) = leader.on_sts_reply(&mut h1, Some(200), &sts_reply(&minted));
+    assert_eq!(verdict, Verdict::Forward(format!("Bearer {minted}")));
     assert_eq!(waiters, vec![2]);
 
     // The next request is a cache hit: no call, the cached token swapped in.
     let mut h3 = Fake::with(&req, &shared);
     assert_eq!(outbound(&inflight, 3).on_request_headers(&mut h3), Action::Continue);
     assert!(h3.dispatched.is_empty());
-    assert_eq!(h3.header("authorization"), Some("Bearer new.tok.en"));
+    assert_eq!(h3.header("authorization"), Some(format!("Bearer {minted}").as_str()));
     assert!(shared.borrow().keys().all(|k| !k.contains(&subject)), "raw token used as a cache key");
 }
 
@@ -371,14 +376,15 @@ fn outbound_lets_a_scheduled_agent_act_as_itself_when_configured() {
     let shared = Rc::default();
     let inflight = Rc::default();
     let cfg = OutboundConfig { act_as_self: true, ..outbound_cfg() };
-    let mut f = OutboundFilter { cfg: Rc::new(cfg), inflight, context_id: 1, pending: None };
+    let mut f = OutboundFilter { cfg: Rc::new(cfg), revoked: Rc::default(), inflight, context_id: 1, pending: None };
     let mut h = Fake::with(&[(":authority", "mcp")], &shared);
     assert_eq!(f.on_request_headers(&mut h), Action::Pause);
     let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
     assert_eq!(form["grant_type"], "client_credentials");
     assert!(!form.contains_key("subject_token"));
-    let (v, _) = f.on_sts_reply(&mut h, Some(200), br#"{"access_token":"self.tok.en","expires_in":60}"#);
-    assert_eq!(v, Verdict::Forward("Bearer self.tok.en".into()));
+    let minted = token("mcp-gateway", "repo:write", NOW + 60);
+    let (v, _) = f.on_sts_reply(&mut h, Some(200), &sts_reply(&minted));
+    assert_eq!(v, Verdict::Forward(format!("Bearer {minted}")));
 }
 
 #[test]
@@ -402,4 +408,52 @@ fn inbound_remembers_verified_tokens_until_the_keys_change() {
     let mut h = Fake::with(&[("authorization", &auth)], &shared);
     assert_eq!(f.on_request_headers(&mut h), Action::Pause);
     assert_eq!(h.replies[0].reason, "kid_unknown");
+}
+
+#[test]
+fn revoked_sessions_are_refused_inbound_and_dropped_from_the_outbound_cache() {
+    use actorchain_token::{RevocationEntry, RevocationFeed, RevocationKind};
+    let shared = Rc::default();
+    let feed = RevocationFeed {
+        cursor: 1,
+        entries: vec![RevocationEntry {
+            id: 1,
+            kind: RevocationKind::Session,
+            value: "sid-1".into(),
+            revoked_at: NOW,
+            expires_at: NOW + 600,
+        }],
+    };
+
+    let f = inbound(Some(keyset()));
+    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
+    f.revoked.borrow_mut().merge(feed.clone(), NOW);
+    let mut h = Fake::with(&[("authorization", &auth)], &shared);
+    assert_eq!(f.on_request_headers(&mut h), Action::Pause);
+    assert_eq!((h.replies[0].status, h.replies[0].reason), (401, "session_revoked"));
+
+    // Outbound: a cached exchange of the revoked session is not handed out again.
+    let inflight = Rc::default();
+    let subject = format!("Bearer {}", token("investigation-agent", "repo:write", NOW + 60));
+    let req = [(":authority", "mcp"), ("authorization", subject.as_str())];
+    let mut first = outbound(&inflight, 1);
+    let mut h = Fake::with(&req, &shared);
+    first.on_request_headers(&mut h);
+    first.on_sts_reply(&mut h, Some(200), &sts_reply(&token("mcp-gateway", "repo:write", NOW + 120)));
+    let mut hit = Fake::with(&req, &shared);
+    assert_eq!(outbound(&inflight, 2).on_request_headers(&mut hit), Action::Continue);
+    let mut after = outbound(&inflight, 3);
+    after.revoked.borrow_mut().merge(feed, NOW);
+    let mut miss = Fake::with(&req, &shared);
+    assert_eq!(after.on_request_headers(&mut miss), Action::Pause);
+    assert_eq!(miss.dispatched.len(), 1, "the revoked cached token was not used");
+    // The STS refuses it as revoked; the filter reads the feed again at once.
+    let (v, _) = after.on_sts_reply(
+        &mut miss,
+        Some(400),
+        br#"{"error":"invalid_request","actorchain_reason":"session_revoked","error_description":"d"}"#,
+    );
+    assert!(matches!(v, Verdict::Refuse(ref r) if r.status == 403 && r.reason == "session_revoked"));
+    assert!(after.revoked.borrow().wanted);
 }

@@ -62,6 +62,32 @@ async fn run() -> Result<(), String> {
         let reason = ["actorchain_reason", "sts_reason", "reason"].iter().find_map(|k| r.body[*k].as_str()).unwrap_or("?");
         println!("  {}\n    -> HTTP {} {} ({})", r.what, r.status, r.body["error"].as_str().unwrap_or("?"), reason);
     }
+    let sid = claims(&run.tokens[1])["sid"].as_str().unwrap_or_default().to_string();
+    println!("\nrevoking user1's session {sid} at the STS (admin SVID)");
+    demo.revoke("session", &sid).await?;
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let again = scenario::oncall(&demo, &person, &[]).await?;
+        if again.status != 200 || started.elapsed() > std::time::Duration::from_secs(5) {
+            break again;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut level = &refused.response;
+    while level["downstream"]["body"].is_object() {
+        level = &level["downstream"]["body"];
+    }
+    println!(
+        "  the same workflow again -> HTTP {} {} ({}) after {} ms",
+        refused.status,
+        level["error"].as_str().unwrap_or("?"),
+        level["reason"].as_str().unwrap_or("?"),
+        started.elapsed().as_millis()
+    );
+    println!("\nthe session in the STS's audit ledger:");
+    for line in demo.ledger_tree(&sid).await?.lines() {
+        println!("  {line}");
+    }
     println!(
         "\nSTS decisions: {}   sidecar configs and logs: {}",
         root.join(".work/demo/sts.log").display(),

@@ -328,6 +328,25 @@ impl Demo {
         dev::person_token(&self.dev, sub, "oncall-agent", scope, ttl, Some("INC-4711"), actorchain_sts::server::unix_now())
     }
 
+    /// Revokes a token, session, agent or person at the STS, as the admin would.
+    pub async fn revoke(&self, kind: &str, value: &str) -> Result<Value, String> {
+        let mut conn = Connection::connect(self.sts, "localhost", self.tls("admin")?).await?;
+        let body = json!({"kind": kind, "value": value}).to_string().into_bytes();
+        let r = conn.request("POST", "/admin/revocations", &[("content-type", "application/json")], body).await?;
+        if r.status != 200 {
+            return Err(format!("revocation refused: {} {}", r.status, r.body));
+        }
+        serde_json::from_str(&r.body).map_err(|e| e.to_string())
+    }
+
+    /// The STS ledger's delegation tree of a session, as the admin API renders it.
+    pub async fn ledger_tree(&self, sid: &str) -> Result<String, String> {
+        let mut conn = Connection::connect(self.sts, "localhost", self.tls("admin")?).await?;
+        let r = conn.request("GET", &format!("/admin/ledger?sid={sid}"), &[], Vec::new()).await?;
+        let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+        Ok(v["tree"].as_str().unwrap_or_default().to_string())
+    }
+
     pub fn stop_sts(&mut self) {
         if let Some(mut c) = self.sts_child.take() {
             let _ = c.kill();

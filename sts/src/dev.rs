@@ -107,10 +107,13 @@ fn validity(p: &mut CertificateParams) {
     p.not_after = date_time_ymd(2035, 1, 1);
 }
 
-/// Writes the trust domain into `dir`. Existing material is kept unless `force`, so re-running
-/// is harmless and tokens minted earlier stay verifiable.
+/// Writes the trust domain into `dir`. A complete one is kept unless `force`, so re-running is
+/// harmless and tokens minted earlier stay verifiable; an incomplete one (from an older version)
+/// is written anew.
 pub fn init(dir: &Path, force: bool) -> Result<(), String> {
-    if dir.join("sts.toml").exists() && !force {
+    let complete = ["sts.toml", "registry.toml", "bundle.pem", "idp-key.json", "jwt-svid-key.json"].iter().all(|f| dir.join(f).exists())
+        && WORKLOADS.iter().all(|w| dir.join(format!("svid/{w}.pem")).exists() && dir.join(format!("svid/{w}-key.pem")).exists());
+    if complete && !force {
         return Ok(());
     }
     std::fs::create_dir_all(dir.join("svid")).map_err(err)?;

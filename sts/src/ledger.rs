@@ -201,6 +201,21 @@ impl LedgerStore for SqliteLedger {
     }
 }
 
+/// RFC 3339 UTC for a Unix time (civil-from-days, proleptic Gregorian).
+pub fn rfc3339(ts: u64) -> String {
+    let (days, secs) = ((ts / 86_400) as i64, ts % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 /// The delegation tree of a session as text, one decision a line, children indented under the
 /// token they were exchanged from:
 /// `user1 → oncall-agent → investigation-agent ⇒ mcp-gateway  granted  12:00:01  exp 12:02:01`.
@@ -218,8 +233,8 @@ pub fn session_tree(rows: &[Row]) -> String {
                 r["audience"].as_str().unwrap_or("?"),
                 r["decision"].as_str().unwrap_or("?"),
                 r["reason"].as_str().unwrap_or("?"),
-                r["ts"],
-                r["exp"].as_u64().map_or("-".to_string(), |e| e.to_string()),
+                rfc3339(r["ts"].as_u64().unwrap_or(0)),
+                r["exp"].as_u64().map_or("-".to_string(), rfc3339),
                 r["scope"].as_str().unwrap_or(""),
             );
             out.push_str(&line);
@@ -238,6 +253,13 @@ mod tests {
 
     fn rec(i: u64) -> AuditRecord {
         AuditRecord { ts: i, decision: "granted", reason: "granted", jti: Some(format!("j{i}")), ..Default::default() }
+    }
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_815_836), "2026-11-27T21:43:56Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[tokio::test]

@@ -1,0 +1,140 @@
+//! Revocation at every granularity and the tamper-evident ledger, against the real STS binary.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+async fn admin_revoke(sts: &Sts, kind: &str, value: &str) -> serde_json::Value {
+    let mut admin = sts.connect(Some("admin")).await;
+    let r = admin
+        .request(
+            "POST",
+            "/admin/revocations",
+            &[("content-type", "application/json")],
+            json!({"kind": kind, "value": value}).to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    json(&r)
+}
+
+fn ledger_cli(sts: &Sts, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_actorchain-sts"))
+        .arg("ledger")
+        .args(args)
+        .arg("--db")
+        .arg(sts.path("state/actorchain.db"))
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_at_every_granularity() {
+    let sts = Sts::start();
+    let mut oncall = sts.connect(Some("oncall")).await;
+    let mut inv = sts.connect(Some("investigation")).await;
+    // Two sessions of user1 and one of user2.
+    let p1 = sts.person_token("user1", "oncall-agent", "incidents:read");
+    let p2 = dev_person(&sts, "user1");
+    let p3 = dev_person(&sts, "user2");
+    let s1 = access_token(&exchange(&mut oncall, &p1, "investigation-agent", "oncall-agent", &[]).await);
+    let s2 = access_token(&exchange(&mut oncall, &p2, "investigation-agent", "oncall-agent", &[]).await);
+    let s3 = access_token(&exchange(&mut oncall, &p3, "investigation-agent", "oncall-agent", &[]).await);
+    let sid1 = payload(&s1)["sid"].as_str().unwrap().to_string();
+    assert_ne!(sid1, payload(&s2)["sid"]);
+
+    // Only an admin SVID may revoke.
+    let r = oncall
+        .request("POST", "/admin/revocations", &[("content-type", "application/json")], br#"{"kind":"session","value":"x"}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+
+    // One session: its next hop is refused, the person's other session goes on.
+    admin_revoke(&sts, "session", &sid1).await;
+    assert_refused(&exchange(&mut inv, &s1, "mcp-gateway", "investigation-agent", &[]).await, 400, "invalid_request", "session_revoked");
+    assert_refused(
+        &exchange(&mut oncall, &p1, "investigation-agent", "oncall-agent", &[]).await,
+        400,
+        "invalid_request",
+        "session_revoked",
+    );
+    assert_eq!(exchange(&mut inv, &s2, "mcp-gateway", "investigation-agent", &[]).await.status, 200);
+
+    // One token (RFC 7009, no oracle for anything else).
+    let mut admin = sts.connect(Some("admin")).await;
+    assert_eq!(admin.post_form("/revoke", &[("token", "not-a-token")]).await.unwrap().status, 200);
+    assert_eq!(admin.post_form("/revoke", &[("token", &s3), ("token_type_hint", "access_token")]).await.unwrap().status, 200);
+    assert_refused(&exchange(&mut inv, &s3, "mcp-gateway", "investigation-agent", &[]).await, 400, "invalid_request", "token_revoked");
+    let s3b = access_token(&exchange(&mut oncall, &p3, "investigation-agent", "oncall-agent", &[]).await);
+    assert_eq!(exchange(&mut inv, &s3b, "mcp-gateway", "investigation-agent", &[]).await.status, 200);
+
+    // One person: all of user1's sessions, not user2's.
+    admin_revoke(&sts, "person", "user1").await;
+    assert_refused(&exchange(&mut inv, &s2, "mcp-gateway", "investigation-agent", &[]).await, 400, "invalid_request", "person_revoked");
+    assert_eq!(exchange(&mut inv, &s3b, "mcp-gateway", "investigation-agent", &[]).await.status, 200);
+
+    // One agent: every chain with it, and no new tokens for it.
+    admin_revoke(&sts, "agent", "oncall-agent").await;
+    assert_refused(&exchange(&mut inv, &s3b, "mcp-gateway", "investigation-agent", &[]).await, 400, "invalid_request", "agent_revoked");
+    assert_refused(
+        &exchange(&mut oncall, &p3, "investigation-agent", "oncall-agent", &[]).await,
+        400,
+        "unauthorized_client",
+        "agent_revoked",
+    );
+
+    // The feed the filters follow: everything from 0, nothing new after the cursor.
+    let feed = json(&inv.send("GET", "/revocations?since=0", None, vec![]).await.unwrap());
+    let kinds: Vec<&str> = feed["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["session", "token", "person", "agent"]);
+    let cursor = feed["cursor"].as_u64().unwrap();
+    let later = json(&inv.send("GET", &format!("/revocations?since={cursor}"), None, vec![]).await.unwrap());
+    assert_eq!(later["entries"], json!([]));
+    assert_eq!(sts.connect(None).await.send("GET", "/revocations", None, vec![]).await.unwrap().status, 401);
+}
+
+fn dev_person(sts: &Sts, sub: &str) -> String {
+    actorchain_sts::dev::person_token(sts.dir.path(), sub, "oncall-agent", "incidents:read", 600, None, now()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_records_every_decision_and_names_an_edited_row() {
+    let sts = Sts::start();
+    let mut oncall = sts.connect(Some("oncall")).await;
+    let mut inv = sts.connect(Some("investigation")).await;
+    let p = sts.person_token("user1", "oncall-agent", "incidents:read");
+    let t1 = access_token(&exchange(&mut oncall, &p, "investigation-agent", "oncall-agent", &[]).await);
+    let t2 = access_token(&exchange(&mut inv, &t1, "mcp-gateway", "investigation-agent", &[]).await);
+    exchange(&mut oncall, &p, "mcp-gateway", "oncall-agent", &[]).await;
+    let sid = payload(&t2)["sid"].as_str().unwrap().to_string();
+
+    let (ok, out) = ledger_cli(&sts, &["verify"]);
+    assert!(ok && out.contains("3 records, chain intact"), "{out}");
+    let (ok, tree) = ledger_cli(&sts, &["tree", "--sid", &sid]);
+    assert!(ok, "{tree}");
+    let lines: Vec<&str> = tree.lines().collect();
+    assert!(lines[0].starts_with("user1 -> oncall-agent => investigation-agent  granted"), "{tree}");
+    assert!(lines.iter().any(|l| l.starts_with("  user1 -> oncall-agent -> investigation-agent => mcp-gateway  granted")), "{tree}");
+    assert!(lines.iter().any(|l| l.starts_with("user1 -> oncall-agent => mcp-gateway  refused (audience_not_allowed)")), "{tree}");
+    let (_, by_agent) = ledger_cli(&sts, &["query", "--agent", "investigation-agent"]);
+    assert_eq!(by_agent.lines().count(), 1);
+
+    // The same through the admin API.
+    let mut admin = sts.connect(Some("admin")).await;
+    let r = json(&admin.send("GET", &format!("/admin/ledger?sid={sid}"), None, vec![]).await.unwrap());
+    assert_eq!(r["records"].as_array().unwrap().len(), 3);
+    assert!(r["tree"].as_str().unwrap().contains("=> mcp-gateway"));
+
+    // Someone edits one row behind the STS's back.
+    let db = rusqlite::Connection::open(sts.path("state/actorchain.db")).unwrap();
+    db.execute("UPDATE ledger SET body = replace(body, 'refused', 'granted') WHERE seq = 3", []).unwrap();
+    drop(db);
+    let (ok, out) = ledger_cli(&sts, &["verify"]);
+    assert!(!ok && out.contains("record 3: record edited"), "{out}");
+}
