@@ -89,12 +89,22 @@ impl Default for SigningConfig {
 #[serde(deny_unknown_fields)]
 pub struct PersonIssuerConfig {
     pub issuer: String,
-    pub jwks_file: PathBuf,
+    /// The issuer's JWKS from a file (reloaded when it changes)...
+    pub jwks_file: Option<PathBuf>,
+    /// ...or from an `https://` URL, fetched at start and every `jwks_refresh_seconds`.
+    pub jwks_url: Option<String>,
+    /// CA bundle (PEM) for `jwks_url`; the workload trust bundle when absent.
+    pub jwks_ca: Option<PathBuf>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
     pub typ: Option<String>,
     #[serde(default)]
     pub pass_claims: Vec<String>,
 }
 
+fn default_jwks_refresh() -> u64 {
+    300
+}
 fn default_max_depth() -> usize {
     DEFAULT_MAX_DEPTH
 }
@@ -140,7 +150,12 @@ impl Config {
             abs(k);
         }
         for p in &mut cfg.people {
-            abs(&mut p.jwks_file);
+            if let Some(f) = p.jwks_file.as_mut() {
+                abs(f);
+            }
+            if let Some(f) = p.jwks_ca.as_mut() {
+                abs(f);
+            }
         }
         cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(cfg)
@@ -166,6 +181,15 @@ impl Config {
             if p.issuer == self.issuer {
                 return Err(format!("people[{i}].issuer: must differ from the STS issuer"));
             }
+            match (&p.jwks_file, &p.jwks_url) {
+                (Some(_), None) => {}
+                (None, Some(u)) if parse_https_url(u).is_some() => {}
+                (None, Some(_)) => return Err(format!("people[{i}].jwks_url: must be https://host[:port]/path")),
+                _ => return Err(format!("people[{i}]: give exactly one of jwks_file and jwks_url")),
+            }
+            if !(10..=86_400).contains(&p.jwks_refresh_seconds) {
+                return Err(format!("people[{i}].jwks_refresh_seconds: must be between 10 and 86400"));
+            }
         }
         Ok(())
     }
@@ -185,5 +209,34 @@ impl Config {
     /// A superseded key stays published this long: the longest token plus skew.
     pub fn retire_after(&self) -> u64 {
         MAX_TTL_SECS + self.leeway_seconds
+    }
+}
+
+/// `https://host[:port]/path` → (host, port, path).
+pub fn parse_https_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("https://")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 443),
+    };
+    (!host.is_empty() && !host.contains('@')).then(|| (host.to_string(), port, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_jwks_urls() {
+        assert_eq!(parse_https_url("https://idp.example/keys"), Some(("idp.example".into(), 443, "/keys".into())));
+        assert_eq!(
+            parse_https_url("https://127.0.0.1:8443/.well-known/jwks.json"),
+            Some(("127.0.0.1".into(), 8443, "/.well-known/jwks.json".into()))
+        );
+        assert_eq!(parse_https_url("https://idp.example"), Some(("idp.example".into(), 443, "/".into())));
+        assert_eq!(parse_https_url("http://idp.example/keys"), None);
+        assert_eq!(parse_https_url("https://user@idp.example/keys"), None);
+        assert_eq!(parse_https_url("https://idp.example:x/keys"), None);
     }
 }

@@ -90,6 +90,9 @@ publish_lead_seconds = 600
 issuer = "{IDP_ISSUER}"
 jwks_file = "idp-jwks.json"
 pass_claims = ["task"]
+# An issuer whose keys are published at a URL instead:
+#   jwks_url = "https://idp.example/.well-known/jwks.json"
+#   jwks_ca = "idp-ca.pem"
 "#
     )
 }

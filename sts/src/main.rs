@@ -215,6 +215,7 @@ fn serve(config: PathBuf, listen: Option<SocketAddr>, admin_listen: Option<Socke
         );
         tokio::spawn(server::serve(sts.clone(), listener, Arc::new(tls)));
         tokio::spawn(server::serve_admin(sts.clone(), admin));
+        tokio::spawn(server::follow_jwks_urls(sts.clone()));
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::error::{ExchangeError, OAuthCode};
 use crate::exchange::{authenticate, decide, AuditRecord, PersonSource, SvidTrust, Verifiers};
 use crate::form::{parse_token_request, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
+use crate::https_client::Connection;
 use crate::keys::{generate, KeyRing, RotationPolicy};
 use crate::ledger::{session_tree, Filter, Ledger, LedgerStore, SqliteLedger};
 use crate::metrics::Metrics;
@@ -60,6 +61,8 @@ pub struct Sts {
     svid: RwLock<Arc<SvidTrust>>,
     keys: RwLock<Arc<KeyState>>,
     mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
+    /// Keys of people's issuers configured by URL, as last fetched.
+    fetched_jwks: RwLock<HashMap<String, KeySet>>,
     pub metrics: Metrics,
     pub audit: AuditLog,
     ledger: Ledger,
@@ -86,7 +89,7 @@ impl Sts {
         std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
         let alg = cfg.signing_alg()?;
         let registry = Registry::load(&cfg.registry).map_err(|e| e.to_string())?;
-        let people = load_people(&cfg)?;
+        let people = load_people(&cfg, &HashMap::new())?;
         let svid = load_svid_trust(&cfg)?;
         let ring = match KeyRing::load(&cfg.keys_file()).map_err(|e| e.to_string())? {
             Some(r) => r,
@@ -117,6 +120,7 @@ impl Sts {
             svid: RwLock::new(Arc::new(svid)),
             keys: RwLock::new(Arc::new(key_state(ring))),
             mtimes: Mutex::new(mtimes),
+            fetched_jwks: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             cfg,
         };
@@ -189,7 +193,8 @@ impl Sts {
             }
         }
         if changed.iter().any(|p| *p != self.cfg.registry) {
-            match (load_people(&self.cfg), load_svid_trust(&self.cfg)) {
+            let people = load_people(&self.cfg, &self.fetched_jwks.read().expect("lock"));
+            match (people, load_svid_trust(&self.cfg)) {
                 (Ok(p), Ok(s)) => {
                     *self.people.write().expect("lock") = Arc::new(p);
                     *self.svid.write().expect("lock") = Arc::new(s);
@@ -351,20 +356,79 @@ fn key_state(ring: KeyRing) -> KeyState {
 
 fn watched_files(cfg: &Config) -> Vec<PathBuf> {
     let mut v = vec![cfg.registry.clone(), cfg.jwt_svid.bundle.clone()];
-    v.extend(cfg.people.iter().map(|p| p.jwks_file.clone()));
+    v.extend(cfg.people.iter().filter_map(|p| p.jwks_file.clone()));
     v
 }
 
-fn load_people(cfg: &Config) -> Result<Vec<PersonSource>, String> {
+/// People's issuers with their keys: from files now, from URLs as last fetched (none before).
+fn load_people(cfg: &Config, fetched: &HashMap<String, KeySet>) -> Result<Vec<PersonSource>, String> {
     cfg.people
         .iter()
         .map(|p| {
+            let keys = match &p.jwks_file {
+                Some(f) => read_keyset(f)?,
+                None => fetched.get(&p.issuer).cloned().unwrap_or_default(),
+            };
             Ok(PersonSource {
-                issuer: actorchain_token::PersonIssuer { issuer: p.issuer.clone(), keys: read_keyset(&p.jwks_file)?, typ: p.typ.clone() },
+                issuer: actorchain_token::PersonIssuer { issuer: p.issuer.clone(), keys, typ: p.typ.clone() },
                 pass_claims: p.pass_claims.clone(),
             })
         })
         .collect()
+}
+
+async fn fetch_jwks(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<KeySet, String> {
+    let (host, port, path) = crate::config::parse_https_url(url).ok_or("not an https URL")?;
+    let addr = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| e.to_string())?.next().ok_or("no address")?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), Connection::connect(addr, &host, tls)).await.map_err(|_| "timed out")??;
+    let r = tokio::time::timeout(Duration::from_secs(5), conn.request("GET", &path, &[("accept", "application/json")], Vec::new()))
+        .await
+        .map_err(|_| "timed out")??;
+    if r.status != 200 {
+        return Err(format!("status {}", r.status));
+    }
+    KeySet::from_jwks(r.body.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Keeps the JWKS of every issuer configured by URL fresh: at start (retrying every 5 s until it
+/// works), then every `jwks_refresh_seconds`. A failed or poisoned fetch keeps the keys it had.
+pub async fn follow_jwks_urls(sts: Arc<Sts>) {
+    for p in sts.cfg.people.iter().filter(|p| p.jwks_url.is_some()).cloned() {
+        let sts = sts.clone();
+        tokio::spawn(async move {
+            let url = p.jwks_url.clone().unwrap_or_default();
+            let bundle = p.jwks_ca.clone().unwrap_or_else(|| sts.cfg.tls.trust_bundle.clone());
+            loop {
+                let tls = svid::load_certs(&bundle)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| svid::client_config(&b, None).map_err(|e| e.to_string()));
+                let result = match tls {
+                    Ok(tls) => fetch_jwks(&url, Arc::new(tls)).await,
+                    Err(e) => Err(e),
+                };
+                let wait = match result {
+                    Ok(keys) => {
+                        let mut fetched = sts.fetched_jwks.write().expect("lock");
+                        fetched.insert(p.issuer.clone(), keys);
+                        match load_people(&sts.cfg, &fetched) {
+                            Ok(people) => *sts.people.write().expect("lock") = Arc::new(people),
+                            Err(e) => sts.audit.emit("jwks", &serde_json::json!({ "issuer": p.issuer, "error": e })),
+                        }
+                        sts.audit.emit("jwks", &serde_json::json!({ "ts": unix_now(), "issuer": p.issuer, "result": "fetched" }));
+                        Duration::from_secs(p.jwks_refresh_seconds)
+                    }
+                    Err(e) => {
+                        sts.audit.emit(
+                            "jwks",
+                            &serde_json::json!({ "ts": unix_now(), "issuer": p.issuer, "url": url, "result": "kept previous", "error": e }),
+                        );
+                        Duration::from_secs(5)
+                    }
+                };
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
 }
 
 fn load_svid_trust(cfg: &Config) -> Result<SvidTrust, String> {

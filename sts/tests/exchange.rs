@@ -381,3 +381,41 @@ async fn an_agent_registered_for_it_acts_as_itself_with_client_credentials() {
         .unwrap();
     assert_refused(&r, 400, "unauthorized_client", "self_acting_not_allowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peoples_issuer_may_publish_its_keys_at_a_url() {
+    // Another STS plays an identity provider publishing its JWKS over HTTPS.
+    let idp = Sts::start();
+    let idp_url = format!("https://127.0.0.1:{}/.well-known/jwks.json", idp.addr.port());
+    let idp_ca = idp.path("bundle.pem");
+    let sts = Sts::start_with(|dir| {
+        let cfg = std::fs::read_to_string(dir.join("sts.toml")).unwrap();
+        let extra =
+            format!("\n[[people]]\nissuer = \"https://idp2.example\"\njwks_url = \"{idp_url}\"\njwks_ca = \"{}\"\n", idp_ca.display());
+        std::fs::write(dir.join("sts.toml"), cfg + &extra).unwrap();
+    });
+    let ring = KeyRing::load(&idp.path("state/signing-keys.json")).unwrap().unwrap();
+    let (kid, key) = ring.signing(now()).unwrap();
+    let mut claims = person_claims("oncall-agent");
+    claims["iss"] = json!("https://idp2.example");
+    let person = sign_compact(&claims, key, kid, Some("JWT"));
+    let mut oncall = sts.connect(Some("oncall")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let token = loop {
+        let r = exchange(&mut oncall, &person, "investigation-agent", "oncall-agent", &[]).await;
+        if r.status == 200 {
+            break access_token(&r);
+        }
+        assert!(std::time::Instant::now() < deadline, "the issuer's JWKS was never fetched: {}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(payload(&token)["sub"], "user1");
+    // A token signed with a key the URL does not publish is still refused.
+    let (other_kid, other) = sts_key(&sts);
+    assert_refused(
+        &exchange(&mut oncall, &sign_compact(&claims, &other, &other_kid, Some("JWT")), "investigation-agent", "oncall-agent", &[]).await,
+        400,
+        "invalid_request",
+        "kid_unknown",
+    );
+}
