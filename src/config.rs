@@ -59,6 +59,8 @@ pub struct InboundConfig {
     pub routes: Vec<Route>,
     /// Verified tokens remembered per worker; 0 turns the cache off.
     pub verified_cache_size: usize,
+    /// Refuse a token presented over mTLS by another workload than its current actor's.
+    pub sender_binding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +141,8 @@ struct RawInbound {
     routes: Vec<RawRoute>,
     #[serde(default = "default_verified_cache")]
     verified_cache_size: usize,
+    #[serde(default = "default_true")]
+    sender_binding: bool,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +195,9 @@ fn default_refresh() -> u64 {
 }
 fn default_refetch() -> u64 {
     10
+}
+fn default_true() -> bool {
+    true
 }
 fn default_verified_cache() -> usize {
     4096
@@ -311,6 +318,7 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         people,
         routes,
         verified_cache_size: r.verified_cache_size,
+        sender_binding: r.sender_binding,
     })
 }
 

@@ -11,7 +11,7 @@ use crate::cache;
 use crate::config::{InboundConfig, OutboundConfig};
 use crate::host::Host;
 use crate::identity;
-use crate::inbound::{authenticate, authorize, identity_headers, Outcome};
+use crate::inbound::{authenticate, authorize, check_sender, identity_headers, Outcome};
 use crate::outbound;
 use crate::reply::{self, LocalReply};
 use crate::revocation_feed::Revocations;
@@ -168,6 +168,9 @@ impl InboundFilter {
             jti: who.jti.as_deref(),
             ..AuditLine::default()
         };
+        if let Err(reply) = check_sender(&self.cfg, &who, host.peer_identity().as_deref()) {
+            return refuse(host, "inbound", reply, about);
+        }
         if let Some(kind) = self.revoked.borrow().set.matches(&entry.handles()) {
             let reply = reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str()));
             return refuse(host, "inbound", reply, about);

@@ -12,6 +12,8 @@ pub trait Host {
     /// All request headers, in order, names lower-case.
     fn request_headers(&self) -> Vec<(String, String)>;
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// SPIFFE ID (URI SAN) of the downstream peer's verified client certificate, if mTLS.
+    fn peer_identity(&self) -> Option<String>;
     fn send_reply(&mut self, reply: &LocalReply);
     fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
     fn shared_set(&mut self, key: &str, value: &[u8]);

@@ -19,6 +19,8 @@ pub struct Verified {
     pub sid: Option<String>,
     pub jti: Option<String>,
     pub exp: u64,
+    /// SPIFFE ID of the workload the current actor was attested on; none for a person's token.
+    pub actor_workload: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,7 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
             Ok(c) => Outcome::Accepted {
                 identity: Verified {
                     agents: c.act.agents_oldest_first().into_iter().map(String::from).collect(),
+                    actor_workload: Some(c.act.spiffe_id),
                     sub: c.sub,
                     scope: c.scope,
                     sid: Some(c.sid),
@@ -104,10 +107,30 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
     };
     match verify_person(&u, person, &cfg.audience, cfg.window, now) {
         Ok(c) => Outcome::Accepted {
-            identity: Verified { sub: c.sub, agents: Vec::new(), scope: c.scope.unwrap_or_default(), sid: c.sid, jti: c.jti, exp: c.exp },
+            identity: Verified {
+                sub: c.sub,
+                agents: Vec::new(),
+                scope: c.scope.unwrap_or_default(),
+                sid: c.sid,
+                jti: c.jti,
+                exp: c.exp,
+                actor_workload: None,
+            },
             token,
         },
         Err(e) => token_refusal(e),
+    }
+}
+
+/// Sender binding: over mTLS, the peer's SPIFFE ID must be the workload the token's current actor
+/// was attested on, so a token taken from one workload is useless from another. No peer
+/// certificate (plaintext), a person's own token, or `sender_binding: false`: nothing to compare.
+pub fn check_sender(cfg: &InboundConfig, who: &Verified, peer: Option<&str>) -> Result<(), LocalReply> {
+    match (cfg.sender_binding, peer, who.actor_workload.as_deref()) {
+        (true, Some(peer), Some(actor)) if peer != actor => {
+            Err(reply::invalid_token("sender_mismatch", "this token was issued to another workload than the one presenting it"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -77,7 +77,7 @@ mod tests {
     use super::*;
 
     fn who(exp: u64) -> Verified {
-        Verified { sub: "user1".into(), agents: vec!["a".into()], scope: "s".into(), sid: None, jti: None, exp }
+        Verified { sub: "user1".into(), agents: vec!["a".into()], scope: "s".into(), sid: None, jti: None, exp, actor_workload: None }
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl Host for WasmHost {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
     }
 
+    fn peer_identity(&self) -> Option<String> {
+        let san = hostcalls::get_property(vec!["connection", "uri_san_peer_certificate"]).ok().flatten()?;
+        String::from_utf8(san).ok().filter(|s| !s.is_empty())
+    }
+
     fn send_reply(&mut self, r: &LocalReply) {
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));

@@ -61,13 +61,18 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!(text, "create_pr done for user1 via oncall-agent,investigation-agent");
 
     // The three refusals the demo shows.
-    let r = scenario::refusals(&demo, &run.tokens[1]).await.unwrap();
+    let r = scenario::refusals(&demo, &run.tokens[1], &run.tokens[2]).await.unwrap();
     assert_eq!(
         (r[0].status, r[0].body["error"].as_str(), r[0].body["reason"].as_str()),
         (401, Some("invalid_token"), Some("audience_mismatch"))
     );
     assert_eq!((r[1].status, r[1].body["sts_reason"].as_str()), (403, Some("subject_not_addressed_to_agent")));
     assert_eq!((r[2].status, r[2].body["actorchain_reason"].as_str()), (400, Some("scope_widening")));
+    assert_eq!((r[3].status, r[3].body["reason"].as_str()), (401, Some("sender_mismatch")));
+    // The same token from the workload it was issued to is fine: the binding, not the token, refused.
+    let mcp_auth = format!("Bearer {}", run.tokens[2]);
+    let h = [("authorization", mcp_auth.as_str()), ("content-type", "application/json")];
+    assert_eq!(demo.call("mcp-server", "investigation", "/mcp", &h, scenario::tools_call("create_pr")).await.unwrap().0, 200);
 
     // A bad token gets a 401 with the reason; none at all gets the bare challenge.
     let (s, b) = demo

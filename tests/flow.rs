@@ -17,6 +17,7 @@ const ISS: &str = "https://sts.actorchain.dev";
 #[derive(Default)]
 struct Fake {
     headers: Vec<(String, String)>,
+    peer: Option<String>,
     shared: Rc<RefCell<HashMap<String, Vec<u8>>>>,
     replies: Vec<LocalReply>,
     dispatched: Vec<(Vec<(String, String)>, String)>,
@@ -53,6 +54,9 @@ impl Host for Fake {
         if let Some(v) = value {
             self.headers.push((name.to_string(), v.to_string()));
         }
+    }
+    fn peer_identity(&self) -> Option<String> {
+        self.peer.clone()
     }
     fn send_reply(&mut self, reply: &LocalReply) {
         self.replies.push(reply.clone());
@@ -456,4 +460,24 @@ fn revoked_sessions_are_refused_inbound_and_dropped_from_the_outbound_cache() {
     );
     assert!(matches!(v, Verdict::Refuse(ref r) if r.status == 403 && r.reason == "session_revoked"));
     assert!(after.revoked.borrow().wanted);
+}
+
+#[test]
+fn a_token_is_bound_to_the_workload_of_its_current_actor() {
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    let f = inbound(Some(keyset()));
+    let mut from_owner = Fake::with(&[("authorization", &auth)], &shared);
+    from_owner.peer = Some("spiffe://actorchain.dev/workload/investigation".into());
+    assert_eq!(f.on_request_headers(&mut from_owner), Action::Continue);
+    let mut stolen = Fake::with(&[("authorization", &auth)], &shared);
+    stolen.peer = Some("spiffe://actorchain.dev/workload/monitoring".into());
+    assert_eq!(f.on_request_headers(&mut stolen), Action::Pause);
+    assert_eq!((stolen.replies[0].status, stolen.replies[0].reason), (401, "sender_mismatch"));
+    // Without mTLS there is no peer to compare; with binding off, nothing is compared.
+    assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
+    let off = InboundFilter { cfg: Rc::new(InboundConfig { sender_binding: false, ..inbound_cfg() }), ..inbound(Some(keyset())) };
+    let mut stolen = Fake::with(&[("authorization", &auth)], &shared);
+    stolen.peer = Some("spiffe://actorchain.dev/workload/monitoring".into());
+    assert_eq!(off.on_request_headers(&mut stolen), Action::Continue);
 }

@@ -58,7 +58,7 @@ async fn run() -> Result<(), String> {
     }
 
     println!("\nrefusals");
-    for r in scenario::refusals(&demo, &run.tokens[1]).await? {
+    for r in scenario::refusals(&demo, &run.tokens[1], &run.tokens[2]).await? {
         let reason = ["actorchain_reason", "sts_reason", "reason"].iter().find_map(|k| r.body[*k].as_str()).unwrap_or("?");
         println!("  {}\n    -> HTTP {} {} ({})", r.what, r.status, r.body["error"].as_str().unwrap_or("?"), reason);
     }

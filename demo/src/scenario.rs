@@ -76,8 +76,9 @@ pub struct Refusal {
     pub body: Value,
 }
 
-/// Three things that must not work, given a token the investigation agent legitimately received.
-pub async fn refusals(demo: &Demo, investigation_token: &str) -> Result<Vec<Refusal>, String> {
+/// Things that must not work, given the tokens the investigation agent and the MCP server
+/// legitimately received.
+pub async fn refusals(demo: &Demo, investigation_token: &str, mcp_token: &str) -> Result<Vec<Refusal>, String> {
     let auth = format!("Bearer {investigation_token}");
     let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
     let (s1, b1) = demo.call("mcp-server", "investigation", "/mcp", &h, tools_call("create_pr")).await?;
@@ -95,6 +96,9 @@ pub async fn refusals(demo: &Demo, investigation_token: &str) -> Result<Vec<Refu
             ],
         )
         .await?;
+    let mcp_auth = format!("Bearer {mcp_token}");
+    let h4 = [("authorization", mcp_auth.as_str()), ("content-type", "application/json")];
+    let (s4, b4) = demo.call("mcp-server", "monitoring", "/mcp", &h4, tools_call("create_pr")).await?;
     Ok(vec![
         Refusal { what: "the investigation agent's token replayed straight to the MCP server (another audience)", status: s1, body: b1 },
         Refusal { what: "the same token used by the on-call agent, to whom it was not addressed", status: s2, body: b2 },
@@ -103,5 +107,6 @@ pub async fn refusals(demo: &Demo, investigation_token: &str) -> Result<Vec<Refu
             status: widen.status,
             body: serde_json::from_str(&widen.body).unwrap_or(Value::Null),
         },
+        Refusal { what: "the MCP server's own token replayed from the monitoring workload's connection", status: s4, body: b4 },
     ])
 }
