@@ -140,17 +140,15 @@ pub struct SqliteLedger {
 
 impl SqliteLedger {
     pub fn open(path: &std::path::Path) -> Result<SqliteLedger, String> {
-        let conn = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS ledger (
+        let conn = crate::db::open(
+            path,
+            "CREATE TABLE IF NOT EXISTS ledger (
                  seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, sid TEXT, sub TEXT, chain TEXT NOT NULL,
                  body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS ledger_sid ON ledger(sid);
              CREATE INDEX IF NOT EXISTS ledger_sub ON ledger(sub);
              CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts);",
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        )?;
         Ok(SqliteLedger { conn })
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench_report;
 pub mod config;
+pub mod db;
 pub mod dev;
 pub mod error;
 pub mod exchange;

@@ -17,14 +17,12 @@ fn kind_of(s: &str) -> rusqlite::Result<RevocationKind> {
 
 impl Revocations {
     pub fn open(path: &std::path::Path) -> Result<Revocations, String> {
-        let conn = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS revocations (
+        let conn = crate::db::open(
+            path,
+            "CREATE TABLE IF NOT EXISTS revocations (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL,
                  revoked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);",
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let entries: Vec<RevocationEntry> = {
             let mut stmt =
                 conn.prepare("SELECT id, kind, value, revoked_at, expires_at FROM revocations ORDER BY id").map_err(|e| e.to_string())?;
