@@ -8,6 +8,8 @@ use std::time::Duration;
 use actorchain_token::{is_principal_id, ChainLimits, KeySet, PersonIssuer, ScopeSet, TimeWindow, MAX_DEPTH_CEILING};
 use serde::Deserialize;
 
+use crate::policy::{McpMethod, Pattern, Rule, Target};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
@@ -34,13 +36,14 @@ pub struct StsConfig {
     pub revocation_refresh: Duration,
 }
 
+/// Where MCP traffic is inspected, and the bounds of that inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub method: Option<String>,
+pub struct McpConfig {
     pub path_prefix: String,
-    pub scopes: ScopeSet,
-    /// People allowed to have started the chain; empty means anyone.
-    pub originators: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    /// Trim `tools/list` answers to the tools this caller may call.
+    pub filter_tools_list: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +59,8 @@ pub struct InboundConfig {
     pub jwks_min_refetch: Duration,
     /// Identity providers whose person tokens this entry point accepts (a session's first hop).
     pub people: Vec<PersonIssuer>,
-    pub routes: Vec<Route>,
+    pub rules: Vec<Rule>,
+    pub mcp: Option<McpConfig>,
     /// Verified tokens remembered per worker; 0 turns the cache off.
     pub verified_cache_size: usize,
     /// Refuse a token presented over mTLS by another workload than its current actor's.
@@ -112,13 +116,38 @@ struct RawPerson {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
+struct RawRule {
+    id: Option<String>,
     method: Option<String>,
-    path_prefix: String,
+    path_prefix: Option<String>,
+    mcp_method: Option<String>,
+    name: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
     originators: Vec<String>,
+    #[serde(default)]
+    actors: Vec<String>,
+    #[serde(default)]
+    people_directly: bool,
+    #[serde(default)]
+    chain_includes: Vec<String>,
+    #[serde(default)]
+    chain_excludes: Vec<String>,
+    max_depth: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    #[serde(default = "default_mcp_prefix")]
+    path_prefix: String,
+    #[serde(default = "default_mcp_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_mcp_batch")]
+    max_batch: usize,
+    #[serde(default = "default_true")]
+    filter_tools_list: bool,
 }
 
 #[derive(Deserialize)]
@@ -138,7 +167,8 @@ struct RawInbound {
     #[serde(default)]
     people: Vec<RawPerson>,
     #[serde(default)]
-    routes: Vec<RawRoute>,
+    rules: Vec<RawRule>,
+    mcp: Option<RawMcp>,
     #[serde(default = "default_verified_cache")]
     verified_cache_size: usize,
     #[serde(default = "default_true")]
@@ -195,6 +225,15 @@ fn default_refresh() -> u64 {
 }
 fn default_refetch() -> u64 {
     10
+}
+fn default_mcp_prefix() -> String {
+    "/mcp".into()
+}
+fn default_mcp_body() -> usize {
+    64 * 1024
+}
+fn default_mcp_batch() -> usize {
+    32
 }
 fn default_true() -> bool {
     true
@@ -289,24 +328,30 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         }
         people.push(PersonIssuer { issuer: p.issuer, keys, typ: p.typ });
     }
-    let mut routes = Vec::new();
-    for (i, rt) in r.routes.into_iter().enumerate() {
-        let f = |n: &str| format!("routes[{i}].{n}");
-        if !rt.path_prefix.starts_with('/') {
-            return err(&f("path_prefix"), "must start with /");
-        }
-        if let Some(m) = &rt.method {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                return err(&f("method"), "must be an upper-case HTTP method");
-            }
-        }
-        let scopes =
-            ScopeSet::from_tokens(rt.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
-        for (j, o) in rt.originators.iter().enumerate() {
-            principal(&f(&format!("originators[{j}]")), o)?;
-        }
-        routes.push(Route { method: rt.method, path_prefix: rt.path_prefix, scopes, originators: rt.originators });
+    let mut rules = Vec::new();
+    for (i, raw) in r.rules.into_iter().enumerate() {
+        rules.push(rule(i, raw)?);
     }
+    let mcp = match r.mcp {
+        None => None,
+        Some(m) => {
+            if !m.path_prefix.starts_with('/') {
+                return err("mcp.path_prefix", "must start with /");
+            }
+            if !(1..=1 << 20).contains(&m.max_body_bytes) {
+                return err("mcp.max_body_bytes", "must be between 1 and 1048576");
+            }
+            if !(1..=1000).contains(&m.max_batch) {
+                return err("mcp.max_batch", "must be between 1 and 1000");
+            }
+            Some(McpConfig {
+                path_prefix: m.path_prefix,
+                max_body_bytes: m.max_body_bytes,
+                max_batch: m.max_batch,
+                filter_tools_list: m.filter_tools_list,
+            })
+        }
+    };
     Ok(InboundConfig {
         issuer: r.issuer,
         audience: r.audience,
@@ -316,9 +361,62 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         jwks_refresh: Duration::from_secs(r.jwks_refresh_seconds),
         jwks_min_refetch: Duration::from_secs(r.jwks_min_refetch_seconds),
         people,
-        routes,
+        rules,
+        mcp,
         verified_cache_size: r.verified_cache_size,
         sender_binding: r.sender_binding,
+    })
+}
+
+fn rule(i: usize, r: RawRule) -> Result<Rule, ConfigError> {
+    let f = |n: &str| format!("rules[{i}].{n}");
+    let target = match (r.path_prefix, r.mcp_method, r.name) {
+        (Some(prefix), None, None) => {
+            if !prefix.starts_with('/') {
+                return err(&f("path_prefix"), "must start with /");
+            }
+            if let Some(m) = &r.method {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return err(&f("method"), "must be an upper-case HTTP method");
+                }
+            }
+            Target::Http { method: r.method, path_prefix: prefix }
+        }
+        (None, Some(m), Some(name)) if r.method.is_none() => {
+            let Some(method) = McpMethod::parse(&m) else {
+                return err(&f("mcp_method"), "must be tools/call, resources/read or prompts/get");
+            };
+            if name.is_empty() {
+                return err(&f("name"), "must name a tool, resource or prompt (a trailing * matches a prefix)");
+            }
+            Target::Mcp { method, name: Pattern(name) }
+        }
+        _ => return err(&f("path_prefix"), "a rule has either path_prefix (and method), or mcp_method and name"),
+    };
+    let scopes = ScopeSet::from_tokens(r.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
+    for (list, name) in [
+        (&r.originators, "originators"),
+        (&r.actors, "actors"),
+        (&r.chain_includes, "chain_includes"),
+        (&r.chain_excludes, "chain_excludes"),
+    ] {
+        for (j, v) in list.iter().enumerate() {
+            principal(&f(&format!("{name}[{j}]")), v)?;
+        }
+    }
+    if r.max_depth.is_some_and(|d| !(1..=MAX_DEPTH_CEILING).contains(&d)) {
+        return err(&f("max_depth"), format!("must be between 1 and {MAX_DEPTH_CEILING}"));
+    }
+    Ok(Rule {
+        id: r.id.unwrap_or_else(|| format!("rules[{i}]")),
+        target,
+        scopes,
+        originators: r.originators.into_iter().map(Pattern).collect(),
+        actors: r.actors.into_iter().map(Pattern).collect(),
+        people_directly: r.people_directly,
+        chain_includes: r.chain_includes,
+        chain_excludes: r.chain_excludes,
+        max_depth: r.max_depth,
     })
 }
 
@@ -360,7 +458,7 @@ mod tests {
     use super::*;
 
     const IN: &str = r#"{"mode":"inbound","issuer":"https://sts","audience":"mcp-gateway","sts":{"cluster":"sts"},
-        "routes":[{"method":"POST","path_prefix":"/mcp","scopes":["repo:write"],"originators":["user1"]}]}"#;
+        "rules":[{"method":"POST","path_prefix":"/mcp","scopes":["repo:write"],"originators":["user1"]}]}"#;
     const OUT: &str = r#"{"mode":"outbound","agent":"oncall-agent","sts":{"cluster":"sts","timeout_ms":500},
         "destinations":{"investigation":"investigation-agent"}}"#;
 
@@ -368,7 +466,7 @@ mod tests {
     fn parses_both_modes() {
         let Config::Inbound(i) = Config::parse(IN.as_bytes()).unwrap() else { panic!("inbound") };
         assert_eq!(i.audience, "mcp-gateway");
-        assert_eq!(i.routes[0].scopes.to_string(), "repo:write");
+        assert_eq!(i.rules[0].scopes.to_string(), "repo:write");
         assert_eq!(i.sts.timeout, Duration::from_secs(1));
         let Config::Outbound(o) = Config::parse(OUT.as_bytes()).unwrap() else { panic!("outbound") };
         assert_eq!(o.destinations["investigation"], "investigation-agent");
@@ -380,15 +478,21 @@ mod tests {
         for (cfg, field) in [
             (IN.replace("\"cluster\":\"sts\"", "\"cluster\":\"sts\",\"timeout_ms\":0"), "sts.timeout_ms"),
             (IN.replace("\"audience\":\"mcp-gateway\"", "\"audience\":\"a b\""), "audience"),
-            (IN.replace("\"/mcp\"", "\"mcp\""), "routes[0].path_prefix"),
-            (IN.replace("\"POST\"", "\"post\""), "routes[0].method"),
-            (IN.replace("repo:write", "repo write"), "routes[0].scopes"),
+            (IN.replace("\"/mcp\"", "\"mcp\""), "rules[0].path_prefix"),
+            (IN.replace("\"POST\"", "\"post\""), "rules[0].method"),
+            (IN.replace("repo:write", "repo write"), "rules[0].scopes"),
+            (IN.replace("\"path_prefix\":\"/mcp\"", "\"mcp_method\":\"tools/run\",\"name\":\"x\""), "rules[0]"),
+            (
+                IN.replace("\"method\":\"POST\",\"path_prefix\":\"/mcp\"", "\"mcp_method\":\"tools/run\",\"name\":\"x\""),
+                "rules[0].mcp_method",
+            ),
             (IN.replace("\"issuer\"", "\"isuer\""), "unknown field `isuer`"),
             (OUT.replace("\"investigation\":", "\"Investigation\":"), "destinations.Investigation"),
             (OUT.replace("\"agent\"", "\"unmapped_destination\":\"allow\",\"agent\""), "unmapped_destination"),
             (OUT.replace("\"agent\"", "\"no_subject\":\"anonymous\",\"agent\""), "no_subject"),
             (r#"{"mode":"sideways"}"#.to_string(), "unknown variant `sideways`"),
-            (IN.replace("\"routes\"", "\"people\":[{\"issuer\":\"https://idp\",\"jwks\":{\"keys\":[]}}],\"routes\""), "people[0].jwks"),
+            (IN.replace("\"rules\"", "\"people\":[{\"issuer\":\"https://idp\",\"jwks\":{\"keys\":[]}}],\"rules\""), "people[0].jwks"),
+            (IN.replace("\"rules\"", "\"mcp\":{\"max_batch\":0},\"rules\""), "mcp.max_batch"),
         ] {
             let e = Config::parse(cfg.as_bytes()).unwrap_err();
             assert!(e.0.contains(field), "{e} should name {field}");

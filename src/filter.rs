@@ -11,8 +11,10 @@ use crate::cache;
 use crate::config::{InboundConfig, OutboundConfig};
 use crate::host::Host;
 use crate::identity;
-use crate::inbound::{authenticate, authorize, check_sender, identity_headers, Outcome};
+use crate::inbound::{authenticate, authorize, check_sender, identity_headers, Outcome, Verified};
+use crate::mcp;
 use crate::outbound;
+use crate::policy::{authorize_mcp, mcp_rule, McpMethod};
 use crate::reply::{self, LocalReply};
 use crate::revocation_feed::Revocations;
 use crate::singleflight::Inflight;
@@ -110,6 +112,11 @@ struct AuditLine<'a> {
     audience: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<u64>,
+    /// The policy rule that decided, and what it was asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 impl AuditLine<'_> {
@@ -124,10 +131,20 @@ pub struct InboundFilter {
     pub cfg: Rc<InboundConfig>,
     pub jwks: Rc<RefCell<Jwks>>,
     pub revoked: Rc<RefCell<Revocations>>,
+    /// The caller, kept from the headers for judging an MCP body and trimming its answer.
+    who: Option<Verified>,
+    /// The request is MCP: its body must be read before it goes on.
+    pub body_wanted: bool,
+    /// The request lists tools: the answer is trimmed to the caller's tools.
+    filter_list: bool,
 }
 
 impl InboundFilter {
-    pub fn on_request_headers<H: Host>(&self, host: &mut H) -> Action {
+    pub fn new(cfg: Rc<InboundConfig>, jwks: Rc<RefCell<Jwks>>, revoked: Rc<RefCell<Revocations>>) -> Self {
+        InboundFilter { cfg, jwks, revoked, who: None, body_wanted: false, filter_list: false }
+    }
+
+    pub fn on_request_headers<H: Host>(&mut self, host: &mut H) -> Action {
         let headers = host.request_headers();
         // Identity headers are ours alone: whatever arrived from outside is dropped first.
         for (name, _) in headers.iter().filter(|(n, _)| identity::is_identity_header(n)) {
@@ -191,6 +208,70 @@ impl InboundFilter {
         }
         host.count("actorchain.inbound.accepted");
         AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
+        if self.cfg.mcp.as_ref().is_some_and(|m| method == "POST" && path.starts_with(&m.path_prefix)) {
+            self.body_wanted = true;
+            self.who = Some(who);
+        }
+        Action::Continue
+    }
+
+    /// The body of an MCP request: every tool, resource or prompt it names must be allowed to
+    /// this caller by the first rule for it.
+    pub fn on_request_body<H: Host>(&mut self, host: &mut H, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(mcp_cfg), Some(who)) = (self.cfg.mcp.clone(), self.who.as_ref()) else { return Action::Continue };
+        if !self.body_wanted {
+            return Action::Continue;
+        }
+        if body_size > mcp_cfg.max_body_bytes {
+            self.body_wanted = false;
+            return refuse(host, "inbound", mcp::bad_body(mcp::BodyError::TooLarge), AuditLine::default());
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.body_wanted = false;
+        let req = match mcp::parse(&host.request_body(body_size), &mcp_cfg) {
+            Ok(r) => r,
+            Err(e) => return refuse(host, "inbound", mcp::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }),
+        };
+        for call in &req.calls {
+            if let Err(d) = authorize_mcp(&self.cfg.rules, who, call.method, &call.name) {
+                let scope = mcp_rule(&self.cfg.rules, call.method, &call.name).map(|r| r.scopes.to_string()).unwrap_or_default();
+                let about = AuditLine {
+                    sub: Some(&who.sub),
+                    chain: Some(&who.agents),
+                    rule: Some(&d.rule),
+                    name: Some(&call.name),
+                    ..AuditLine::default()
+                };
+                return refuse(host, "inbound", mcp::refusal(&req, call, &d, &scope), about);
+            }
+            host.count("actorchain.inbound.mcp_allowed");
+        }
+        self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list;
+        Action::Continue
+    }
+
+    pub fn on_response_headers<H: Host>(&mut self, host: &mut H) {
+        if self.filter_list {
+            // The trimmed list is shorter than what the server announced.
+            host.set_response_header("content-length", None);
+        }
+    }
+
+    /// Trims a `tools/list` answer to the tools this caller may call.
+    pub fn on_response_body<H: Host>(&mut self, host: &mut H, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(who) = self.who.as_ref().filter(|_| self.filter_list) else { return Action::Continue };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.filter_list = false;
+        let rules = &self.cfg.rules;
+        if let Some(trimmed) =
+            mcp::filter_tools_list(&host.response_body(body_size), |name| authorize_mcp(rules, who, McpMethod::ToolsCall, name).is_ok())
+        {
+            host.set_response_body(body_size, &trimmed);
+        }
         Action::Continue
     }
 }

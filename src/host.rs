@@ -15,6 +15,13 @@ pub trait Host {
     /// SPIFFE ID (URI SAN) of the downstream peer's verified client certificate, if mTLS.
     fn peer_identity(&self) -> Option<String>;
     fn send_reply(&mut self, reply: &LocalReply);
+    /// The buffered request body, its first `len` bytes.
+    fn request_body(&self, len: usize) -> Vec<u8>;
+    fn set_response_header(&mut self, name: &str, value: Option<&str>);
+    /// The buffered response body, its first `len` bytes.
+    fn response_body(&self, len: usize) -> Vec<u8>;
+    /// Replaces the first `len` bytes of the buffered response body with `body`.
+    fn set_response_body(&mut self, len: usize, body: &[u8]);
     fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
     fn shared_set(&mut self, key: &str, value: &[u8]);
     /// Starts an HTTP call to the STS cluster; the answer arrives later.

@@ -1,11 +1,12 @@
 //! Inbound decisions: is the bearer token a valid actorchain token for this workload (or, at a
 //! session's entry point, a valid person's token), and does the route allow it.
 
-use actorchain_token::{peek_issuer, verify, verify_person, Expectations, KeySet, ScopeSet, TokenError, Unverified};
+use actorchain_token::{peek_issuer, verify, verify_person, Expectations, KeySet, TokenError, Unverified};
 
 use crate::bearer::{bearer, BearerError};
 use crate::config::InboundConfig;
 use crate::identity;
+use crate::policy::{http_rule, Denial};
 use crate::reply::{self, LocalReply};
 use crate::verified_cache::VerifiedCache;
 
@@ -134,22 +135,18 @@ pub fn check_sender(cfg: &InboundConfig, who: &Verified, peer: Option<&str>) -> 
     }
 }
 
-/// Applies the first route that matches `method` and `path`: required scopes, allowed originators.
-/// A request no route matches needs only a valid token.
+/// Applies the first HTTP rule that matches `method` and `path`. A request no rule matches needs
+/// only a valid token.
 pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) -> Result<(), LocalReply> {
-    let Some(route) = cfg.routes.iter().find(|r| r.method.as_deref().is_none_or(|m| m == method) && path.starts_with(&r.path_prefix))
-    else {
-        return Ok(());
-    };
-    let held = ScopeSet::parse(&who.scope).unwrap_or_default();
-    if !route.scopes.is_subset(&held) {
-        let missing = route.scopes.difference(&held).to_string();
-        return Err(reply::insufficient_scope("scope_missing", &format!("this route needs scope {missing}"), &route.scopes.to_string()));
+    match http_rule(&cfg.rules, method, path) {
+        Some(rule) => rule.evaluate(who).map_err(|d| policy_refusal(&d, &rule.scopes.to_string())),
+        None => Ok(()),
     }
-    if !route.originators.is_empty() && !route.originators.contains(&who.sub) {
-        return Err(reply::forbidden("originator_not_allowed", "this route does not serve requests started by this person"));
-    }
-    Ok(())
+}
+
+/// 403 `insufficient_scope` naming the rule's reason and the scope the rule asks for.
+pub fn policy_refusal(d: &Denial, scope: &str) -> LocalReply {
+    reply::insufficient_scope(d.reason, &d.detail, scope)
 }
 
 /// The headers that hand the verified identity to the app.

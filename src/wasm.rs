@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as WasmAction, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 use crate::cache;
 use crate::config::{Config, InboundConfig, StsConfig};
@@ -85,6 +85,22 @@ impl Host for WasmHost {
     fn send_reply(&mut self, r: &LocalReply) {
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+    }
+
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, len).ok().flatten().unwrap_or_default()
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len).ok().flatten().unwrap_or_default()
+    }
+
+    fn set_response_body(&mut self, len: usize, body: &[u8]) {
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, len, body);
     }
 
     fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
@@ -226,7 +242,7 @@ impl Context for Root {
         if self.feed_call == Some(token) {
             self.feed_call = None;
             let body = (body_size <= MAX_FEED_BYTES)
-                .then(|| hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
+                .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
                 .flatten()
                 .unwrap_or_default();
             return self.on_feed(status, &body, now);
@@ -237,7 +253,7 @@ impl Context for Root {
         self.jwks_call = None;
         self.jwks.borrow_mut().in_flight = false;
         let body = (body_size <= actorchain_token::MAX_JWKS_BYTES)
-            .then(|| hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
+            .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten())
             .flatten()
             .unwrap_or_default();
         let result = match status.as_deref() {
@@ -320,7 +336,7 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self.mode.as_ref()? {
             Mode::Inbound(cfg) => Some(Box::new(InboundCtx {
-                filter: InboundFilter { cfg: cfg.clone(), jwks: self.jwks.clone(), revoked: self.revoked.clone() },
+                filter: InboundFilter::new(cfg.clone(), self.jwks.clone(), self.revoked.clone()),
                 host: self.host(),
             })),
             Mode::Outbound(cfg) => Some(Box::new(OutboundCtx {
@@ -356,8 +372,27 @@ struct InboundCtx {
 impl Context for InboundCtx {}
 
 impl HttpContext for InboundCtx {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> WasmAction {
-        wasm_action(self.filter.on_request_headers(&mut self.host))
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> WasmAction {
+        let action = self.filter.on_request_headers(&mut self.host);
+        // An MCP request's headers go on (Envoy would otherwise hold the body from this filter
+        // too); its body is held until judged, and a refusal then resets the upstream request.
+        match (action, self.filter.body_wanted, end_of_stream) {
+            (Action::Continue, true, true) => wasm_action(self.filter.on_request_body(&mut self.host, 0, true)),
+            (a, _, _) => wasm_action(a),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> WasmAction {
+        wasm_action(self.filter.on_request_body(&mut self.host, body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> WasmAction {
+        self.filter.on_response_headers(&mut self.host);
+        WasmAction::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> WasmAction {
+        wasm_action(self.filter.on_response_body(&mut self.host, body_size, end_of_stream))
     }
 }
 
@@ -384,7 +419,7 @@ impl Context for OutboundCtx {
             .flatten()
             .and_then(|s| s.parse::<u32>().ok());
         let body = if body_size <= crate::outbound::MAX_REPLY_BYTES {
-            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
         } else {
             Vec::new()
         };

@@ -86,7 +86,12 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     let narrow = demo.person_token("user1", "incidents:read", 600).unwrap();
     let run = scenario::oncall(&demo, &narrow, &[]).await.unwrap();
     let mcp = &run.response["downstream"]["body"]["downstream"];
-    assert_eq!((mcp["status"].as_u64(), mcp["body"]["error"].as_str()), (Some(403), Some("insufficient_scope")), "{}", run.response);
+    assert_eq!(
+        (mcp["status"].as_u64(), mcp["body"]["error"]["data"]["reason"].as_str()),
+        (Some(403), Some("scope_missing")),
+        "{}",
+        run.response
+    );
 
     // The same person token again: both exchanges come from the sidecars' caches.
     let oncall = demo.workload("oncall").clone();
@@ -214,4 +219,64 @@ async fn revocation_reaches_a_running_workflow_within_two_seconds() {
     let tree = demo.ledger_tree(&sid_a).await.unwrap();
     assert!(tree.contains("user1 -> oncall-agent => investigation-agent  granted"), "{tree}");
     assert!(tree.contains("refused (session_revoked)"), "{tree}");
+}
+
+fn tool_names(answer: &serde_json::Value) -> Vec<String> {
+    answer["result"]["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(String::from)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_calls_are_authorized_by_person_agent_and_chain() {
+    let (demo, _work) = start().await;
+    let list = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"});
+    let json_ct = ("content-type", "application/json");
+
+    // user1, on call, through oncall-agent and investigation-agent: create_pr is allowed.
+    let user1 = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let run = scenario::oncall(&demo, &user1, &[]).await.unwrap();
+    assert_eq!(run.status, 200, "{}", run.response);
+    // user3 is not on call: the rule wants work an on-call engineer started.
+    let user3 = demo.person_token("user3", "incidents:read repo:write", 600).unwrap();
+    let run2 = scenario::oncall(&demo, &user3, &[]).await.unwrap();
+    let mcp = &run2.response["downstream"]["body"]["downstream"];
+    assert_eq!(mcp["status"], 403, "{}", run2.response);
+    assert_eq!((mcp["body"]["id"].as_i64(), mcp["body"]["error"]["data"]["reason"].as_str()), (Some(7), Some("originator_not_allowed")));
+
+    // tools/list shows the investigation agent (for user1) only its tools.
+    let inv = format!("Bearer {}", run.tokens[2]);
+    let (s, answer) =
+        demo.call("mcp-server", "investigation", "/mcp", &[("authorization", inv.as_str()), json_ct], list.clone()).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(tool_names(&answer), ["create_pr", "list_incidents"]);
+
+    // The monitoring agent on its own (client credentials): it may read metrics, not open PRs.
+    let reply = demo
+        .exchange("monitoring", &[("grant_type", "client_credentials"), ("audience", "mcp-gateway"), ("client_id", "monitoring-agent")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let mon_token: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let mon = format!("Bearer {}", mon_token["access_token"].as_str().unwrap());
+    let h = [("authorization", mon.as_str()), json_ct];
+    let (s, b) = demo.call("mcp-server", "monitoring", "/mcp", &h, scenario::tools_call("create_pr")).await.unwrap();
+    assert_eq!((s, b["error"]["data"]["reason"].as_str()), (403, Some("actor_not_allowed")), "{b}");
+    assert_eq!(demo.call("mcp-server", "monitoring", "/mcp", &h, scenario::tools_call("read_metrics")).await.unwrap().0, 200);
+    assert_eq!(tool_names(&demo.call("mcp-server", "monitoring", "/mcp", &h, list.clone()).await.unwrap().1), ["read_metrics"]);
+
+    // A person calling the MCP server directly, without an agent: as each rule says.
+    let direct = actorchain_sts::dev::person_token(
+        &demo.dev,
+        "user1",
+        "mcp-gateway",
+        "incidents:read repo:write",
+        600,
+        None,
+        actorchain_sts::server::unix_now(),
+    )
+    .unwrap();
+    let direct = format!("Bearer {direct}");
+    let h = [("authorization", direct.as_str()), json_ct];
+    assert_eq!(demo.call("mcp-server", "frontend", "/mcp", &h, scenario::tools_call("list_incidents")).await.unwrap().0, 200);
+    let (s, b) = demo.call("mcp-server", "frontend", "/mcp", &h, scenario::tools_call("create_pr")).await.unwrap();
+    assert_eq!((s, b["error"]["data"]["reason"].as_str()), (403, Some("agent_required")));
 }

@@ -18,6 +18,9 @@ const ISS: &str = "https://sts.actorchain.dev";
 struct Fake {
     headers: Vec<(String, String)>,
     peer: Option<String>,
+    body: Vec<u8>,
+    response_headers: Vec<(String, String)>,
+    response: Vec<u8>,
     shared: Rc<RefCell<HashMap<String, Vec<u8>>>>,
     replies: Vec<LocalReply>,
     dispatched: Vec<(Vec<(String, String)>, String)>,
@@ -57,6 +60,21 @@ impl Host for Fake {
     }
     fn peer_identity(&self) -> Option<String> {
         self.peer.clone()
+    }
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        self.body[..len.min(self.body.len())].to_vec()
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        self.response_headers.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.response_headers.push((name.to_string(), v.to_string()));
+        }
+    }
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        self.response[..len.min(self.response.len())].to_vec()
+    }
+    fn set_response_body(&mut self, len: usize, body: &[u8]) {
+        self.response.splice(..len.min(self.response.len()), body.iter().copied());
     }
     fn send_reply(&mut self, reply: &LocalReply) {
         self.replies.push(reply.clone());
@@ -125,7 +143,7 @@ fn sts_reply(token: &str) -> Vec<u8> {
 
 fn inbound_cfg() -> InboundConfig {
     let j = r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts"},
-        "routes":[{"method":"POST","path_prefix":"/admin","scopes":["admin:all"]},
+        "rules":[{"method":"POST","path_prefix":"/admin","scopes":["admin:all"]},
                   {"path_prefix":"/tools","scopes":["repo:write"],"originators":["user1"]}]}"#;
     match Config::parse(j.as_bytes()).unwrap() {
         Config::Inbound(c) => c,
@@ -143,7 +161,7 @@ fn outbound_cfg() -> OutboundConfig {
 
 fn inbound(keys: Option<KeySet>) -> InboundFilter {
     let jwks = Jwks { keys: keys.map(Rc::new), ..Default::default() };
-    InboundFilter { cfg: Rc::new(inbound_cfg()), jwks: Rc::new(RefCell::new(jwks)), revoked: Rc::default() }
+    InboundFilter::new(Rc::new(inbound_cfg()), Rc::new(RefCell::new(jwks)), Rc::default())
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -246,13 +264,13 @@ fn inbound_fails_closed_without_keys_and_asks_for_unknown_kids() {
     let other = PrivateKey::from_secret_bytes(Alg::EdDsa, &[12; 32]).unwrap();
     let mut other_set = KeySet::default();
     other_set.insert("k2".into(), other.public()).unwrap();
-    let f = inbound(Some(other_set));
+    let mut f = inbound(Some(other_set));
     let mut h = Fake::with(&[("authorization", &auth)], &shared);
     f.on_request_headers(&mut h);
     assert_eq!(h.replies[0].reason, "kid_unknown");
     assert!(f.jwks.borrow().refetch_wanted);
     // A token that fails a claim check never asks for keys.
-    let f = inbound(Some(keyset()));
+    let mut f = inbound(Some(keyset()));
     let expired = format!("Bearer {}", token("mcp-gateway", "x", NOW - 100));
     f.on_request_headers(&mut Fake::with(&[("authorization", &expired)], &shared));
     assert!(!f.jwks.borrow().refetch_wanted);
@@ -394,7 +412,7 @@ fn outbound_lets_a_scheduled_agent_act_as_itself_when_configured() {
 #[test]
 fn inbound_remembers_verified_tokens_until_the_keys_change() {
     let shared = Rc::default();
-    let f = inbound(Some(keyset()));
+    let mut f = inbound(Some(keyset()));
     f.jwks.borrow_mut().verified = actorchain::verified_cache::VerifiedCache::new(16);
     let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
     assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
@@ -429,7 +447,7 @@ fn revoked_sessions_are_refused_inbound_and_dropped_from_the_outbound_cache() {
         }],
     };
 
-    let f = inbound(Some(keyset()));
+    let mut f = inbound(Some(keyset()));
     let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
     assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
     f.revoked.borrow_mut().merge(feed.clone(), NOW);
@@ -466,7 +484,7 @@ fn revoked_sessions_are_refused_inbound_and_dropped_from_the_outbound_cache() {
 fn a_token_is_bound_to_the_workload_of_its_current_actor() {
     let shared = Rc::default();
     let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
-    let f = inbound(Some(keyset()));
+    let mut f = inbound(Some(keyset()));
     let mut from_owner = Fake::with(&[("authorization", &auth)], &shared);
     from_owner.peer = Some("spiffe://actorchain.dev/workload/investigation".into());
     assert_eq!(f.on_request_headers(&mut from_owner), Action::Continue);
@@ -476,8 +494,80 @@ fn a_token_is_bound_to_the_workload_of_its_current_actor() {
     assert_eq!((stolen.replies[0].status, stolen.replies[0].reason), (401, "sender_mismatch"));
     // Without mTLS there is no peer to compare; with binding off, nothing is compared.
     assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
-    let off = InboundFilter { cfg: Rc::new(InboundConfig { sender_binding: false, ..inbound_cfg() }), ..inbound(Some(keyset())) };
+    let mut off = inbound(Some(keyset()));
+    off.cfg = Rc::new(InboundConfig { sender_binding: false, ..inbound_cfg() });
     let mut stolen = Fake::with(&[("authorization", &auth)], &shared);
     stolen.peer = Some("spiffe://actorchain.dev/workload/monitoring".into());
     assert_eq!(off.on_request_headers(&mut stolen), Action::Continue);
+}
+
+fn mcp_filter() -> InboundFilter {
+    let j = r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts"},
+        "mcp":{"path_prefix":"/mcp","max_body_bytes":2048},
+        "rules":[{"id":"create-pr","mcp_method":"tools/call","name":"create_pr","scopes":["repo:write"],
+                  "actors":["investigation-agent"],"chain_includes":["oncall-agent"]},
+                 {"id":"read","mcp_method":"tools/call","name":"read_*"}]}"#;
+    let Config::Inbound(cfg) = Config::parse(j.as_bytes()).unwrap() else { unreachable!() };
+    let jwks = Jwks { keys: Some(Rc::new(keyset())), ..Default::default() };
+    InboundFilter::new(Rc::new(cfg), Rc::new(RefCell::new(jwks)), Rc::default())
+}
+
+/// One MCP POST through the filter: headers, then the whole body.
+fn mcp_call(body: &str, scope: &str) -> (Action, Fake) {
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", scope, NOW + 60));
+    let mut h = Fake::with(&[(":method", "POST"), (":path", "/mcp"), ("authorization", &auth)], &shared);
+    h.body = body.as_bytes().to_vec();
+    let mut f = mcp_filter();
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue);
+    assert!(f.body_wanted);
+    assert_eq!(f.on_request_body(&mut h, 10, false), Action::Pause, "waits for the whole body");
+    let a = f.on_request_body(&mut h, body.len(), true);
+    (a, h)
+}
+
+#[test]
+fn mcp_calls_are_authorized_by_tool_person_and_chain() {
+    let create = r#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"create_pr"}}"#;
+    assert_eq!(mcp_call(create, "repo:write").0, Action::Continue);
+    let (a, h) = mcp_call(create, "repo:read");
+    assert_eq!(a, Action::Pause);
+    let r = &h.replies[0];
+    assert_eq!((r.status, r.reason), (403, "scope_missing"));
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((v["id"].as_i64(), v["error"]["data"]["rule"].as_str()), (Some(41), Some("create-pr")));
+    let (_, h) = mcp_call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"drop_db"}}"#, "repo:write");
+    assert_eq!(h.replies[0].reason, "no_rule");
+    assert_eq!(mcp_call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_logs"}}"#, "").0, Action::Continue);
+    // A batch is refused whole if any call in it is, answering every id.
+    let (_, h) =
+        mcp_call(&format!("[{create},{}]", r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"drop_db"}}"#), "repo:write");
+    let v: serde_json::Value = serde_json::from_str(&h.replies[0].body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let (_, h) = mcp_call("{oops", "repo:write");
+    assert_eq!((h.replies[0].status, h.replies[0].reason), (400, "body_malformed"));
+    let (_, h) =
+        mcp_call(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{}"}}}}"#, "x".repeat(3000)), "repo:write");
+    assert_eq!(h.replies[0].status, 413);
+}
+
+#[test]
+fn tools_list_answers_show_only_the_callers_tools() {
+    let list = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", "repo:read", NOW + 60));
+    let mut h = Fake::with(&[(":method", "POST"), (":path", "/mcp"), ("authorization", &auth)], &shared);
+    h.body = list.as_bytes().to_vec();
+    let mut f = mcp_filter();
+    f.on_request_headers(&mut h);
+    assert_eq!(f.on_request_body(&mut h, list.len(), true), Action::Continue);
+    h.response_headers = vec![("content-length".into(), "99".into())];
+    h.response = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"create_pr"},{"name":"read_logs"},{"name":"drop_db"}]}}"#.to_vec();
+    f.on_response_headers(&mut h);
+    assert!(h.response_headers.is_empty(), "the length changes");
+    let len = h.response.len();
+    assert_eq!(f.on_response_body(&mut h, 10, false), Action::Pause);
+    assert_eq!(f.on_response_body(&mut h, len, true), Action::Continue);
+    let v: serde_json::Value = serde_json::from_slice(&h.response).unwrap();
+    assert_eq!(v["result"]["tools"], serde_json::json!([{"name": "read_logs"}]));
 }

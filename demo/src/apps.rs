@@ -25,6 +25,8 @@ pub struct Next {
 }
 
 const SHOWN: [&str; 3] = ["authorization", "traceparent", "x-request-id"];
+/// The toy MCP server's tools; its sidecar decides who may see and call which.
+pub const TOOLS: [&str; 3] = ["create_pr", "read_metrics", "list_incidents"];
 
 /// The headers the sidecar handed over: the token, the trace context, and the identity headers.
 fn received(req: &Request<Incoming>) -> Value {
@@ -95,6 +97,10 @@ async fn mcp(req: Request<Incoming>) -> Response<Full<Bytes>> {
         return reply(400, json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}));
     };
     let id = rpc.get("id").cloned().unwrap_or(Value::Null);
+    if rpc["method"] == "tools/list" {
+        let tools: Vec<Value> = TOOLS.iter().map(|t| json!({"name": t, "inputSchema": {"type": "object"}})).collect();
+        return reply(200, json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}));
+    }
     if rpc["method"] != "tools/call" {
         return reply(200, json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}));
     }

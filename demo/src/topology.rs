@@ -175,14 +175,25 @@ impl Demo {
             "mode": "inbound", "issuer": dev::STS_ISSUER, "audience": w.identity,
             "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": 30,
         });
-        if w.name == "oncall" {
-            // The session's entry point: people arrive with their IdP's token.
+        if w.name == "oncall" || w.name == "mcp-server" {
+            // People arrive with their IdP's token at the session's entry point, and may call
+            // the MCP server directly where a rule lets them.
             let jwks: Value =
                 serde_json::from_str(&std::fs::read_to_string(self.dev.join("idp-jwks.json")).unwrap_or_default()).unwrap_or_default();
             c["people"] = json!([{"issuer": dev::IDP_ISSUER, "jwks": jwks}]);
         }
         if w.name == "mcp-server" {
-            c["routes"] = json!([{"method": "POST", "path_prefix": "/mcp", "scopes": ["repo:write"]}]);
+            c["mcp"] = json!({"path_prefix": "/mcp"});
+            c["rules"] = json!([
+                // Opening a PR: only for work an on-call engineer (user1, user2) started, through the on-call
+                // agent, with the investigation agent calling.
+                {"id": "create-pr", "mcp_method": "tools/call", "name": "create_pr", "scopes": ["repo:write"],
+                 "originators": ["user1", "user2"], "actors": ["investigation-agent"], "chain_includes": ["oncall-agent"]},
+                {"id": "read-metrics", "mcp_method": "tools/call", "name": "read_metrics", "scopes": ["metrics:read"],
+                 "actors": ["monitoring-agent", "investigation-agent"]},
+                // Listing incidents: people may do that themselves.
+                {"id": "list-incidents", "mcp_method": "tools/call", "name": "list_incidents", "scopes": ["incidents:read"], "people_directly": true}
+            ]);
         }
         c
     }
