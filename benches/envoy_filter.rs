@@ -3,6 +3,8 @@
 //!   (a) no filter                 (b) Envoy's jwt_authn, unique tokens   (b') jwt_authn with its JWT cache, one token
 //!   (c) actorchain inbound, unique tokens            (c') actorchain inbound, one token (verified-token cache)
 //!   (d) actorchain outbound, cache hit               (e) actorchain outbound, cache miss: a real exchange at the STS
+//!   (f) a tools/call proxied to the toy MCP server through actorchain inbound, (g) the same with
+//!       MCP body inspection and the rule check: (g) - (f) is what reading the body costs
 //! Envoy CPU seconds per request (from /proc) is the stable figure on a noisy machine; latency
 //! percentiles are reported too. Results go to bench-results/envoy_filter.json.
 
@@ -16,7 +18,7 @@ use actorchain_sts::dev;
 use actorchain_sts::keys::KeyRing;
 use actorchain_token::{extend_chain, sign_compact, ChainLimits, Claims, PrivateKey, TYP_ACCESS_TOKEN};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
@@ -26,6 +28,19 @@ const CONNECTIONS: usize = 4;
 const SATURATION_REQUESTS: usize = 6000;
 
 fn direct_listener(name: &str, filters: Vec<Value>) -> Value {
+    listener(name, filters, json!({"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}))
+}
+
+/// A listener whose requests go on to the toy MCP server, so request bodies are really read.
+fn proxied_listener(name: &str, filters: Vec<Value>) -> Value {
+    listener(name, filters, json!({"route": {"cluster": "mcp_app"}}))
+}
+
+fn listener(name: &str, filters: Vec<Value>, action: Value) -> Value {
+    let mut route = json!({"match": {"prefix": "/"}});
+    for (k, v) in action.as_object().expect("a route action") {
+        route[k] = v.clone();
+    }
     let mut http_filters = filters;
     http_filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
     json!({
@@ -34,7 +49,7 @@ fn direct_listener(name: &str, filters: Vec<Value>) -> Value {
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": name,
-            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
             "http_filters": http_filters
         }}]}]
     })
@@ -63,9 +78,13 @@ fn jwt_authn(cached: bool) -> Value {
     }})
 }
 
-fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16) -> Value {
+fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16, app_port: u16) -> Value {
     let inbound = json!({"mode": "inbound", "issuer": dev::STS_ISSUER, "audience": "mcp-gateway", "sts": {"cluster": "sts"}});
     let outbound = json!({"mode": "outbound", "agent": "investigation-agent", "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": {"mcp": "mcp-gateway"}});
+    let mut mcp = inbound.clone();
+    mcp["mcp"] = json!({"path_prefix": "/mcp"});
+    mcp["rules"] = json!([{"id": "create-pr", "mcp_method": "tools/call", "name": "create_pr", "scopes": ["repo:write"],
+        "actors": ["investigation-agent"], "chain_includes": ["oncall-agent"]}]);
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
@@ -73,10 +92,15 @@ fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16) -> Value
                 direct_listener("none", vec![]),
                 direct_listener("jwt_authn", vec![jwt_authn(false)]),
                 direct_listener("jwt_authn_cached", vec![jwt_authn(true)]),
-                direct_listener("actorchain_inbound", vec![wasm_filter(&paths.wasm, "actorchain_inbound", inbound)]),
+                direct_listener("actorchain_inbound", vec![wasm_filter(&paths.wasm, "actorchain_inbound", inbound.clone())]),
                 direct_listener("actorchain_outbound", vec![wasm_filter(&paths.wasm, "actorchain_outbound", outbound)]),
+                proxied_listener("inbound_proxied", vec![wasm_filter(&paths.wasm, "inbound_proxied", inbound)]),
+                proxied_listener("mcp_proxied", vec![wasm_filter(&paths.wasm, "mcp_proxied", mcp)]),
             ],
             "clusters": [{
+                "name": "mcp_app", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "mcp_app", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": app_port}}}}]}]}
+            }, {
                 "name": "sts", "type": "STATIC", "connect_timeout": "1s",
                 "load_assignment": {"cluster_name": "sts", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": sts_port}}}}]}]},
                 "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
@@ -128,7 +152,7 @@ async fn get_admin(admin: &str, path: &str) -> String {
 /// Sends requests over `CONNECTIONS` keep-alive connections with `tokens[i % len]` in
 /// Authorization: at a fixed `rate` for `SECONDS` (latency), or as fast as they are answered until
 /// `count` have been sent (CPU per request, at saturation). Returns latencies (µs) and errors.
-async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>, count: usize) -> (Vec<u64>, u64) {
+async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>, count: usize, body: Option<&'static str>) -> (Vec<u64>, u64) {
     let interval = rate.map(|r| Duration::from_nanos(1_000_000_000 * CONNECTIONS as u64 / r));
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(SECONDS);
@@ -142,7 +166,7 @@ async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>,
         tasks.push(tokio::spawn(async move {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             tcp.set_nodelay(true).unwrap();
-            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp)).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await.unwrap();
             tokio::spawn(conn);
             let (mut lat, mut errors) = (Vec::new(), 0u64);
             let mut due = start + interval.map_or(Duration::ZERO, |i| i * k as u32 / CONNECTIONS as u32);
@@ -160,11 +184,15 @@ async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>,
                 // From when it was due if the previous answer held it up, else from when it left:
                 // the timer's own lateness is not Envoy's.
                 let from = if interval.is_some() && prev_done > due { due } else { sent };
-                let mut req = hyper::Request::builder().uri("/tools").header("host", &authority);
+                let mut req = match body {
+                    Some(_) => hyper::Request::builder().method("POST").uri("/mcp").header("content-type", "application/json"),
+                    None => hyper::Request::builder().uri("/tools"),
+                }
+                .header("host", &authority);
                 if !mine.is_empty() {
                     req = req.header("authorization", format!("Bearer {}", mine[i % mine.len()]));
                 }
-                let ok = match send.send_request(req.body(Empty::new()).unwrap()).await {
+                let ok = match send.send_request(req.body(Full::new(Bytes::from_static(body.unwrap_or("").as_bytes()))).unwrap()).await {
                     Ok(r) => {
                         let s = r.status().as_u16();
                         let _ = r.into_body().collect().await;
@@ -196,14 +224,14 @@ async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>,
 }
 
 /// One scenario: Envoy CPU per request at saturation, then latency at a fixed rate.
-async fn scenario(pid: u32, port: u16, authority: &str, saturate: &[String], paced: &[String]) -> Value {
+async fn scenario(pid: u32, port: u16, authority: &str, saturate: &[String], paced: &[String], body: Option<&'static str>) -> Value {
     // Warm the listener, connections and VM first (one token, so unique-token scenarios stay unique).
-    drive(port, authority, &paced[..paced.len().min(1)], None, 300).await;
+    drive(port, authority, &paced[..paced.len().min(1)], None, 300, body).await;
     let cpu0 = cpu_seconds(pid);
-    let (lat, sat_errors) = drive(port, authority, saturate, None, SATURATION_REQUESTS).await;
+    let (lat, sat_errors) = drive(port, authority, saturate, None, SATURATION_REQUESTS, body).await;
     let cpu = cpu_seconds(pid) - cpu0;
     let sat_n = lat.len() as u64 + sat_errors;
-    let (lat, errors) = drive(port, authority, paced, Some(RATE), 0).await;
+    let (lat, errors) = drive(port, authority, paced, Some(RATE), 0, body).await;
     let pct = |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len().max(1)) - 1).copied().unwrap_or(0) as f64;
     json!({
         "saturation_requests": sat_n, "saturation_errors": sat_errors,
@@ -245,8 +273,11 @@ async fn main() {
     dev::init(&devdir, false).unwrap();
     let (mut sts, sts_addr) = start_sts(&paths, &devdir, &work.join("sts.log")).expect("STS starts (make bench builds it)");
 
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = app.local_addr().unwrap().port();
+    tokio::spawn(actorchain_demo::apps::serve(app, "mcp".into(), None, true));
     let cfg = work.join("envoy.json");
-    std::fs::write(&cfg, envoy_config(&paths, &devdir, sts_addr.port()).to_string()).unwrap();
+    std::fs::write(&cfg, envoy_config(&paths, &devdir, sts_addr.port(), app_port).to_string()).unwrap();
     let admin_file = work.join("admin.txt");
     let envoy = Envoy(
         Command::new(&paths.envoy)
@@ -278,7 +309,7 @@ async fn main() {
                     Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16))
                 })
                 .collect();
-            if m.len() == 5 {
+            if m.len() == 7 {
                 break m;
             }
         }
@@ -307,16 +338,19 @@ async fn main() {
     let (s_sat, s_paced) = subjects.split_at(SATURATION_REQUESTS);
     let none: Vec<String> = Vec::new();
     let mut results = serde_json::Map::new();
-    for (name, listener, authority, saturate, paced) in [
-        ("a_no_filter", "none", "app", &none[..], &none[..]),
-        ("b_jwt_authn_unique_tokens", "jwt_authn", "app", u_sat, u_paced),
-        ("b_jwt_authn_cached_one_token", "jwt_authn_cached", "app", &one[..], &one[..]),
-        ("c_actorchain_inbound_unique_tokens", "actorchain_inbound", "app", u_sat, u_paced),
-        ("c_actorchain_inbound_one_token", "actorchain_inbound", "app", &one[..], &one[..]),
-        ("d_actorchain_outbound_cache_hit", "actorchain_outbound", "mcp", &one_subject[..], &one_subject[..]),
-        ("e_actorchain_outbound_cache_miss", "actorchain_outbound", "mcp", s_sat, s_paced),
+    let call = Some(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_pr","arguments":{"repo":"r","title":"t"}}}"#);
+    for (name, listener, authority, saturate, paced, body) in [
+        ("a_no_filter", "none", "app", &none[..], &none[..], None),
+        ("b_jwt_authn_unique_tokens", "jwt_authn", "app", u_sat, u_paced, None),
+        ("b_jwt_authn_cached_one_token", "jwt_authn_cached", "app", &one[..], &one[..], None),
+        ("c_actorchain_inbound_unique_tokens", "actorchain_inbound", "app", u_sat, u_paced, None),
+        ("c_actorchain_inbound_one_token", "actorchain_inbound", "app", &one[..], &one[..], None),
+        ("d_actorchain_outbound_cache_hit", "actorchain_outbound", "mcp", &one_subject[..], &one_subject[..], None),
+        ("e_actorchain_outbound_cache_miss", "actorchain_outbound", "mcp", s_sat, s_paced, None),
+        ("f_inbound_tools_call_proxied_without_inspection", "inbound_proxied", "app", &one[..], &one[..], call),
+        ("g_inbound_tools_call_proxied_with_mcp_inspection", "mcp_proxied", "app", &one[..], &one[..], call),
     ] {
-        let r = scenario(pid, ports[listener], authority, saturate, paced).await;
+        let r = scenario(pid, ports[listener], authority, saturate, paced, body).await;
         println!("{name:<40} {r}");
         results.insert(name.into(), r);
     }
