@@ -54,16 +54,17 @@ enum LedgerCmd {
     Tree {
         #[arg(long)]
         db: PathBuf,
-        #[arg(long)]
+        /// Session ids are base64url and may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         sid: String,
     },
     /// Records by person, agent or time range, one JSON line each.
     Query {
         #[arg(long)]
         db: PathBuf,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sub: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         agent: Option<String>,
         #[arg(long)]
         since: Option<u64>,
