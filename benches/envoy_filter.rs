@@ -152,7 +152,14 @@ async fn get_admin(admin: &str, path: &str) -> String {
 /// Sends requests over `CONNECTIONS` keep-alive connections with `tokens[i % len]` in
 /// Authorization: at a fixed `rate` for `SECONDS` (latency), or as fast as they are answered until
 /// `count` have been sent (CPU per request, at saturation). Returns latencies (µs) and errors.
-async fn drive(port: u16, authority: &str, tokens: &[String], rate: Option<u64>, count: usize, body: Option<&'static str>) -> (Vec<u64>, u64) {
+async fn drive(
+    port: u16,
+    authority: &str,
+    tokens: &[String],
+    rate: Option<u64>,
+    count: usize,
+    body: Option<&'static str>,
+) -> (Vec<u64>, u64) {
     let interval = rate.map(|r| Duration::from_nanos(1_000_000_000 * CONNECTIONS as u64 / r));
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs(SECONDS);

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use actorchain_token::KeySet;
 use serde::Serialize;
 
+use crate::bearer::bearer;
 use crate::cache;
 use crate::config::{InboundConfig, OutboundConfig};
 use crate::host::Host;
@@ -185,7 +186,9 @@ impl InboundFilter {
             jti: who.jti.as_deref(),
             ..AuditLine::default()
         };
-        if let Err(reply) = check_sender(&self.cfg, &who, host.peer_identity().as_deref()) {
+        // The peer certificate is read only when there is something to compare it with.
+        let peer = if self.cfg.sender_binding && who.actor_workload.is_some() { host.peer_identity() } else { None };
+        if let Err(reply) = check_sender(&self.cfg, &who, peer.as_deref()) {
             return refuse(host, "inbound", reply, about);
         }
         if let Some(kind) = self.revoked.borrow().set.matches(&entry.handles()) {
@@ -312,8 +315,11 @@ impl OutboundFilter {
         let revoked = self.revoked.clone();
         let usable =
             |e: &cache::Entry<'_>, margin: u64| cache::fresh(e.exp, now, margin) && revoked.borrow().set.matches(&e.handles()).is_none();
+        let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
+        // The trace context is consulted only when the app sent no token itself.
         let mut recorded = None;
-        for k in context_keys(find("traceparent"), find("x-request-id")) {
+        let keys = if matches!(bearer(&auth), Ok(None)) { context_keys(find("traceparent"), find("x-request-id")) } else { Vec::new() };
+        for k in keys {
             let Some(v) = host.shared_get(&k) else { continue };
             let Some(e) = cache::Entry::decode(&v).filter(|e| cache::fresh(e.exp, now, 0)) else { continue };
             // The work this call continues was revoked since it was accepted: say so.
@@ -329,7 +335,6 @@ impl OutboundFilter {
             recorded = Some(e.token.to_string());
             break;
         }
-        let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         let subject = match outbound::subject(&self.cfg, &auth, recorded) {
             Ok(s) => s,
             Err(reply) => return refuse(host, "outbound", reply, AuditLine { audience: Some(&audience), ..AuditLine::default() }),
