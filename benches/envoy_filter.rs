@@ -116,9 +116,10 @@ fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16, app_port
     })
 }
 
-struct Envoy(Child);
+/// A child process (Envoy, the STS) stopped when dropped.
+struct Reaped(Child);
 
-impl Drop for Envoy {
+impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -278,7 +279,9 @@ async fn main() {
     let paths = Paths::workspace(&root, "release", work.clone());
     let devdir = work.join("dev");
     dev::init(&devdir, false).unwrap();
-    let (mut sts, sts_addr) = start_sts(&paths, &devdir, &work.join("sts.log")).expect("STS starts (make bench builds it)");
+    let (sts, sts_addr) = start_sts(&paths, &devdir, &work.join("sts.log")).expect("STS starts (make bench builds it)");
+    // Stopped when this run ends, even by a panic.
+    let sts = Reaped(sts);
 
     let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_port = app.local_addr().unwrap().port();
@@ -286,7 +289,7 @@ async fn main() {
     let cfg = work.join("envoy.json");
     std::fs::write(&cfg, envoy_config(&paths, &devdir, sts_addr.port(), app_port).to_string()).unwrap();
     let admin_file = work.join("admin.txt");
-    let envoy = Envoy(
+    let envoy = Reaped(
         Command::new(&paths.envoy)
             .arg("-c")
             .arg(&cfg)
@@ -366,8 +369,7 @@ async fn main() {
         let added = v["envoy_cpu_us_per_request"].as_f64().unwrap_or(0.0) - base;
         v["added_cpu_us_per_request"] = json!(added);
     }
-    let _ = sts.kill();
-    let _ = sts.wait();
+    drop(sts);
     drop(envoy);
     let _ = std::fs::remove_dir_all(&work);
     bench_report::write(

@@ -120,7 +120,11 @@ pub fn start_sts(paths: &Paths, dev: &Path, log: &Path) -> Result<(Child, Socket
             }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| "the STS did not start".to_string())?;
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the STS did not start".to_string());
+    };
     let v: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
     let addr = v["token_endpoint"]
         .as_str()

@@ -4,22 +4,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
 
 struct Envoy {
-    child: Child,
+    _child: Reaped,
     port: u16,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn envoy_bin() -> PathBuf {
@@ -85,15 +78,17 @@ fn start_envoy(sts: &Sts) -> Envoy {
     let cfg_path = dir.join("envoy-jwt-authn.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let admin_path = dir.join("envoy-admin.txt");
-    let child = Command::new(envoy_bin())
-        .arg("-c")
-        .arg(&cfg_path)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning", "--admin-address-path"])
-        .arg(&admin_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("envoy.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let child = Reaped(
+        Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&cfg_path)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning", "--admin-address-path"])
+            .arg(&admin_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("envoy.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let admin = loop {
         if let Ok(a) = std::fs::read_to_string(&admin_path) {
@@ -117,7 +112,7 @@ fn start_envoy(sts: &Sts) -> Envoy {
         assert!(Instant::now() < deadline, "Envoy listener did not come up");
         std::thread::sleep(Duration::from_millis(100));
     };
-    Envoy { child, port }
+    Envoy { _child: child, port }
 }
 
 /// A plain HTTP/1.1 GET, enough for Envoy's admin and listener.

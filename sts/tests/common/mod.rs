@@ -20,14 +20,17 @@ pub struct Sts {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    child: Child,
+    _child: Reaped,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-impl Drop for Sts {
+/// A child process killed when dropped, including when a test panics while starting it.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -41,15 +44,17 @@ impl Sts {
         let dir = tempfile::tempdir().unwrap();
         dev::init(dir.path(), false).unwrap();
         edit(dir.path());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_actorchain-sts"))
-            .args(["serve", "--config"])
-            .arg(dir.path().join("sts.toml"))
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_actorchain-sts"))
+                .args(["serve", "--config"])
+                .arg(dir.path().join("sts.toml"))
+                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
@@ -66,7 +71,7 @@ impl Sts {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let addr = v["token_endpoint"].as_str().unwrap().trim_start_matches("https://").trim_end_matches("/token").parse().unwrap();
         let admin = v["admin"].as_str().unwrap().trim_start_matches("http://").parse().unwrap();
-        Sts { dir, addr, admin, child, log }
+        Sts { dir, addr, admin, _child: child, log }
     }
 
     pub fn start() -> Sts {
