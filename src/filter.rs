@@ -166,15 +166,6 @@ impl InboundFilter {
             Outcome::Accepted { identity, token } => (identity, token),
             Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default()),
         };
-        let agents = who.agents.join(",");
-        let entry = cache::Entry {
-            exp: who.exp,
-            jti: who.jti.as_deref().unwrap_or(""),
-            sid: who.sid.as_deref().unwrap_or(""),
-            sub: &who.sub,
-            agents: &agents,
-            token,
-        };
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let method = find(":method").unwrap_or("");
         let path = find(":path").unwrap_or("/");
@@ -191,7 +182,7 @@ impl InboundFilter {
         if let Err(reply) = check_sender(&self.cfg, &who, peer.as_deref()) {
             return refuse(host, "inbound", reply, about);
         }
-        if let Some(kind) = self.revoked.borrow().set.matches(&entry.handles()) {
+        if let Some(kind) = self.revoked.borrow().set.matches(&who.handles()) {
             let reply = reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str()));
             return refuse(host, "inbound", reply, about);
         }
@@ -204,6 +195,15 @@ impl InboundFilter {
         // Recorded so the outbound side can find the subject through the trace context.
         let keys = context_keys(find("traceparent"), find("x-request-id"));
         if !keys.is_empty() {
+            let agents = who.agents.join(",");
+            let entry = cache::Entry {
+                exp: who.exp,
+                jti: who.jti.as_deref().unwrap_or(""),
+                sid: who.sid.as_deref().unwrap_or(""),
+                sub: &who.sub,
+                agents: &agents,
+                token,
+            };
             let bytes = entry.encode();
             for key in keys {
                 host.shared_set(&key, &bytes);

@@ -1,7 +1,7 @@
 //! Inbound decisions: is the bearer token a valid actorchain token for this workload (or, at a
 //! session's entry point, a valid person's token), and does the route allow it.
 
-use actorchain_token::{peek_issuer, verify, verify_person, Expectations, KeySet, TokenError, Unverified};
+use actorchain_token::{peek_issuer, verify, verify_person, Expectations, Handles, KeySet, TokenError, Unverified};
 
 use crate::bearer::{bearer, BearerError};
 use crate::config::InboundConfig;
@@ -22,6 +22,13 @@ pub struct Verified {
     pub exp: u64,
     /// SPIFFE ID of the workload the current actor was attested on; none for a person's token.
     pub actor_workload: Option<String>,
+}
+
+impl Verified {
+    /// What a revocation can match this token by.
+    pub fn handles(&self) -> Handles<'_, impl Iterator<Item = &str> + Clone> {
+        Handles { jti: self.jti.as_deref(), sid: self.sid.as_deref(), sub: &self.sub, agents: self.agents.iter().map(String::as_str) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,9 +14,11 @@ pub const MAX_REPLY_BYTES: usize = 16 * 1024;
 /// The audience for a destination authority: exact match first, then the host without its port.
 /// `Ok(None)` means pass the request through untouched (only when configured so).
 pub fn audience<'c>(cfg: &'c OutboundConfig, authority: &str) -> Result<Option<&'c str>, LocalReply> {
-    let authority = authority.to_ascii_lowercase();
-    let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
-    match cfg.destinations.get(&authority).or_else(|| cfg.destinations.get(host)) {
+    // Authorities are nearly always lower-case already; only the rest pay for a copy.
+    let authority: std::borrow::Cow<'_, str> =
+        if authority.bytes().any(|b| b.is_ascii_uppercase()) { authority.to_ascii_lowercase().into() } else { authority.into() };
+    let host = authority.rsplit_once(':').map_or(&*authority, |(h, _)| h);
+    match cfg.destinations.get(&*authority).or_else(|| cfg.destinations.get(host)) {
         Some(a) => Ok(Some(a)),
         None if cfg.pass_unmapped => Ok(None),
         None => Err(reply::forbidden("destination_unmapped", &format!("no audience is configured for destination {authority}"))),
