@@ -51,6 +51,17 @@ impl Metrics {
     }
 }
 
+/// A header value as text. The SDK's string getters panic on bytes that are not UTF-8, which one
+/// request could use to crash the VM for every other; such bytes become U+FFFD instead, so a
+/// token carrying them is still there, and still refused as malformed.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn map_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name).ok().flatten().map(text)
+}
+
 fn now_secs() -> u64 {
     hostcalls::get_current_time().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
 }
@@ -66,11 +77,12 @@ impl Host for WasmHost {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+        map_value(MapType::HttpRequestHeaders, name)
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+        let all = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        all.into_iter().map(|(k, v)| (k, text(v))).collect()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -238,7 +250,7 @@ const MAX_FEED_BYTES: usize = 1 << 20;
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let now = now_secs();
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let status = map_value(MapType::HttpCallResponseHeaders, ":status");
         if self.feed_call == Some(token) {
             self.feed_call = None;
             let body = (body_size <= MAX_FEED_BYTES)
@@ -414,10 +426,8 @@ impl OutboundCtx {
 impl Context for OutboundCtx {
     fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         // A call reset before any response arrives with no headers at all.
-        let status = (num_headers > 0)
-            .then(|| hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten())
-            .flatten()
-            .and_then(|s| s.parse::<u32>().ok());
+        let status =
+            (num_headers > 0).then(|| map_value(MapType::HttpCallResponseHeaders, ":status")).flatten().and_then(|s| s.parse::<u32>().ok());
         let body = if body_size <= crate::outbound::MAX_REPLY_BYTES {
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
         } else {

@@ -2,5 +2,6 @@
 //! end-to-end tests.
 
 pub mod apps;
+pub mod hostile;
 pub mod scenario;
 pub mod topology;

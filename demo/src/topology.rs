@@ -296,11 +296,28 @@ impl Demo {
         self.workloads.iter().find(|w| w.name == name).expect("a demo workload")
     }
 
-    fn tls(&self, as_workload: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    /// Client TLS presenting `as_workload`'s X.509-SVID, or no certificate at all.
+    fn tls(&self, as_workload: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
         let bundle = svid::load_certs(&self.dev.join("bundle.pem")).map_err(|e| e.to_string())?;
-        let chain = svid::load_certs(&self.dev.join(format!("svid/{as_workload}.pem"))).map_err(|e| e.to_string())?;
-        let key = svid::load_key(&self.dev.join(format!("svid/{as_workload}-key.pem"))).map_err(|e| e.to_string())?;
-        Ok(Arc::new(svid::client_config(&bundle, Some((chain, key))).map_err(|e| e.to_string())?))
+        let identity = match as_workload {
+            Some(w) => Some((
+                svid::load_certs(&self.dev.join(format!("svid/{w}.pem"))).map_err(|e| e.to_string())?,
+                svid::load_key(&self.dev.join(format!("svid/{w}-key.pem"))).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        Ok(Arc::new(svid::client_config(&bundle, identity).map_err(|e| e.to_string())?))
+    }
+
+    /// A keep-alive connection to `to`'s ingress over mTLS, presenting `as_workload`'s SVID.
+    pub async fn ingress(&self, to: &str, as_workload: &str) -> Result<Connection, String> {
+        let server_name = format!("{to}.{}", dev::TRUST_DOMAIN);
+        Connection::connect(self.workload(to).ingress, &server_name, self.tls(Some(as_workload))?).await
+    }
+
+    /// A keep-alive connection to the STS, presenting `as_workload`'s SVID or no certificate.
+    pub async fn sts_connection(&self, as_workload: Option<&str>) -> Result<Connection, String> {
+        Connection::connect(self.sts, "localhost", self.tls(as_workload)?).await
     }
 
     /// A request to `to`'s ingress over mTLS, presenting `as_workload`'s SVID (as a peer sidecar,
@@ -313,8 +330,7 @@ impl Demo {
         headers: &[(&str, &str)],
         body: Value,
     ) -> Result<(u16, Value), String> {
-        let server_name = format!("{to}.{}", dev::TRUST_DOMAIN);
-        let mut conn = Connection::connect(self.workload(to).ingress, &server_name, self.tls(as_workload)?).await?;
+        let mut conn = self.ingress(to, as_workload).await?;
         let r = conn.request("POST", path, headers, body.to_string().into_bytes()).await?;
         Ok((r.status, serde_json::from_str(&r.body).unwrap_or(Value::String(r.body))))
     }
@@ -334,7 +350,7 @@ impl Demo {
 
     /// An exchange straight at the STS as `workload`, the way its sidecar makes one.
     pub async fn exchange(&self, workload: &str, params: &[(&str, &str)]) -> Result<Reply, String> {
-        let mut conn = Connection::connect(self.sts, "localhost", self.tls(workload)?).await?;
+        let mut conn = self.sts_connection(Some(workload)).await?;
         conn.post_form("/token", params).await
     }
 
@@ -345,7 +361,7 @@ impl Demo {
 
     /// Revokes a token, session, agent or person at the STS, as the admin would.
     pub async fn revoke(&self, kind: &str, value: &str) -> Result<Value, String> {
-        let mut conn = Connection::connect(self.sts, "localhost", self.tls("admin")?).await?;
+        let mut conn = self.sts_connection(Some("admin")).await?;
         let body = json!({"kind": kind, "value": value}).to_string().into_bytes();
         let r = conn.request("POST", "/admin/revocations", &[("content-type", "application/json")], body).await?;
         if r.status != 200 {
@@ -356,7 +372,7 @@ impl Demo {
 
     /// The STS ledger's delegation tree of a session, as the admin API renders it.
     pub async fn ledger_tree(&self, sid: &str) -> Result<String, String> {
-        let mut conn = Connection::connect(self.sts, "localhost", self.tls("admin")?).await?;
+        let mut conn = self.sts_connection(Some("admin")).await?;
         let r = conn.request("GET", &format!("/admin/ledger?sid={sid}"), &[], Vec::new()).await?;
         let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
         Ok(v["tree"].as_str().unwrap_or_default().to_string())

@@ -23,6 +23,7 @@ pub struct Connection {
 pub struct Reply {
     pub status: u16,
     pub cache_control: Option<String>,
+    pub www_authenticate: Option<String>,
     pub body: String,
 }
 
@@ -43,17 +44,24 @@ impl Connection {
     }
 
     pub async fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Reply, String> {
+        let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.request_raw(method, path, &raw, body).await
+    }
+
+    /// A request whose header values may be any bytes HTTP allows, UTF-8 or not (hardening tests).
+    pub async fn request_raw(&mut self, method: &str, path: &str, headers: &[(&str, &[u8])], body: Vec<u8>) -> Result<Reply, String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let mut req = Request::builder().method(method).uri(path).header("host", &self.host);
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            req = req.header(*k, hyper::header::HeaderValue::from_bytes(v).map_err(|e| e.to_string())?);
         }
         let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
         let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let cache_control = resp.headers().get("cache-control").and_then(|v| v.to_str().ok()).map(String::from);
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+        let (cache_control, www_authenticate) = (header("cache-control"), header("www-authenticate"));
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply { status, cache_control, body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(Reply { status, cache_control, www_authenticate, body: String::from_utf8_lossy(&body).into_owned() })
     }
 
     pub async fn post_form(&mut self, path: &str, params: &[(&str, &str)]) -> Result<Reply, String> {
