@@ -36,7 +36,7 @@ mod tempfile_dir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oncall_chain_through_real_envoy_sidecars() {
-    let (mut demo, _work) = start().await;
+    let (demo, _work) = start().await;
     let person = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
 
     // The whole chain, with spoofed identity headers from the caller thrown in.

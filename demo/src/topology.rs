@@ -76,30 +76,37 @@ pub struct Demo {
     pub dev: PathBuf,
     pub sts: SocketAddr,
     pub workloads: Vec<Workload>,
-    sts_child: Option<Child>,
+    /// Behind a lock so a test can kill and restart the STS while requests are in flight.
+    sts_child: std::sync::Mutex<Option<Child>>,
     envoys: Vec<Child>,
     paths: Paths,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        for c in self.envoys.iter_mut().chain(self.sts_child.iter_mut()) {
+        for c in self.envoys.iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.stop_sts();
     }
 }
+
+const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-/// Starts the STS binary on the dev trust domain in `dev`; its event lines go to `log`.
-pub fn start_sts(paths: &Paths, dev: &Path, log: &Path) -> Result<(Child, SocketAddr), String> {
+/// Starts the STS binary on the dev trust domain in `dev`, on `listen` (port 0: any); its event
+/// lines go to `log`.
+pub fn start_sts(paths: &Paths, dev: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr), String> {
     let mut child = Command::new(&paths.sts_bin)
         .args(["serve", "--config"])
         .arg(dev.join("sts.toml"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--listen")
+        .arg(listen.to_string())
+        .args(["--admin-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -142,7 +149,7 @@ impl Demo {
         paths.check()?;
         let dev = paths.work.join("dev");
         dev::init(&dev, false)?;
-        let (sts_child, sts) = start_sts(&paths, &dev, &paths.work.join("sts.log"))?;
+        let (sts_child, sts) = start_sts(&paths, &dev, &paths.work.join("sts.log"), ANY_PORT)?;
 
         let mut workloads = Vec::new();
         let mut apps = Vec::new();
@@ -154,7 +161,7 @@ impl Demo {
             workloads.push(Workload { name, identity, app, ingress, egress, admin: None });
             apps.push(listener);
         }
-        let mut demo = Demo { dev, sts, workloads, sts_child: Some(sts_child), envoys: Vec::new(), paths };
+        let mut demo = Demo { dev, sts, workloads, sts_child: std::sync::Mutex::new(Some(sts_child)), envoys: Vec::new(), paths };
         for (i, listener) in apps.into_iter().enumerate() {
             let w = &demo.workloads[i];
             let next = demo.workloads.get(i + 1).map(|n| Next {
@@ -378,8 +385,17 @@ impl Demo {
         Ok(v["tree"].as_str().unwrap_or_default().to_string())
     }
 
-    pub fn stop_sts(&mut self) {
-        if let Some(mut c) = self.sts_child.take() {
+    /// Starts the STS again where the sidecars expect it, on the same state.
+    pub fn restart_sts(&self) -> Result<(), String> {
+        self.stop_sts();
+        let (child, _) = start_sts(&self.paths, &self.dev, &self.paths.work.join("sts.log"), self.sts)?;
+        *self.sts_child.lock().map_err(|_| "STS lock poisoned")? = Some(child);
+        Ok(())
+    }
+
+    /// Kills the STS (SIGKILL: no shutdown, no flush).
+    pub fn stop_sts(&self) {
+        if let Some(mut c) = self.sts_child.lock().ok().and_then(|mut g| g.take()) {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -20,7 +20,7 @@ pub struct Sts {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    _child: Reaped,
+    child: Reaped,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -44,34 +44,8 @@ impl Sts {
         let dir = tempfile::tempdir().unwrap();
         dev::init(dir.path(), false).unwrap();
         edit(dir.path());
-        let mut child = Reaped(
-            Command::new(env!("CARGO_BIN_EXE_actorchain-sts"))
-                .args(["serve", "--config"])
-                .arg(dir.path().join("sts.toml"))
-                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-        let stdout = child.0.stdout.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        // Drain stdout for the whole run so the STS never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"kind\":\"listening\"") {
-                    let _ = tx.send(line.clone());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("STS printed its listening line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let addr = v["token_endpoint"].as_str().unwrap().trim_start_matches("https://").trim_end_matches("/token").parse().unwrap();
-        let admin = v["admin"].as_str().unwrap().trim_start_matches("http://").parse().unwrap();
-        Sts { dir, addr, admin, _child: child, log }
+        let (child, addr, admin, log) = launch(dir.path());
+        Sts { dir, addr, admin, child, log }
     }
 
     pub fn start() -> Sts {
@@ -116,6 +90,38 @@ impl Sts {
         }
         false
     }
+}
+
+/// Starts `actorchain-sts serve` on the trust domain in `dir` and waits for its listening line.
+fn launch(dir: &Path) -> (Reaped, SocketAddr, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_actorchain-sts"))
+            .args(["serve", "--config"])
+            .arg(dir.join("sts.toml"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    // Drain stdout for the whole run so the STS never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"kind\":\"listening\"") {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("STS printed its listening line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["token_endpoint"].as_str().unwrap().trim_start_matches("https://").trim_end_matches("/token").parse().unwrap();
+    let admin = v["admin"].as_str().unwrap().trim_start_matches("http://").parse().unwrap();
+    (child, addr, admin, log)
 }
 
 /// Sends an exchange request with the usual parameters plus `extra`.
