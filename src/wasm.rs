@@ -428,12 +428,12 @@ impl Context for OutboundCtx {
         // A call reset before any response arrives with no headers at all.
         let status =
             (num_headers > 0).then(|| map_value(MapType::HttpCallResponseHeaders, ":status")).flatten().and_then(|s| s.parse::<u32>().ok());
+        // An oversized answer is not read at all: with an empty body it is refused as malformed.
         let body = if body_size <= crate::outbound::MAX_REPLY_BYTES {
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
         } else {
             Vec::new()
         };
-        let status = if body_size > crate::outbound::MAX_REPLY_BYTES { Some(502) } else { status };
         let (verdict, waiters) = self.filter.on_sts_reply(&mut self.host, status, &body);
         self.finish(&verdict);
         for w in waiters {

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use actorchain_demo::hostile::{self, Row};
+use actorchain_demo::fault_sts::{FaultSts, Published, TokenFault};
+use actorchain_demo::hostile::{self, Forge, Row};
 use actorchain_demo::scenario::{self, claims};
 use actorchain_demo::topology::{Demo, Paths};
 use serde_json::Value;
@@ -37,10 +38,23 @@ async fn chain_load(demo: &Demo, cached: &str) -> Vec<Call> {
         let is_cached = n % 2 == 0;
         let token = if is_cached { cached.to_string() } else { demo.person_token("user2", "incidents:read repo:write", 600).unwrap() };
         let run = scenario::oncall(demo, &token, &[]).await.unwrap();
-        let reason = run.response["downstream"]["body"]["reason"].as_str().unwrap_or_default().to_string();
+        let reason = refusal_reason(&run.response);
         calls.push(Call { at: Instant::now(), cached: is_cached, status: run.status, reason });
     }
     calls
+}
+
+/// The reason of the sidecar refusal somewhere down the chain (each app nests what the next
+/// hop answered under `downstream.body`).
+fn refusal_reason(response: &Value) -> String {
+    let mut level = response;
+    while !level.is_null() {
+        if let Some(r) = level["reason"].as_str() {
+            return r.to_string();
+        }
+        level = &level["downstream"]["body"];
+    }
+    "-".into()
 }
 
 /// Exchanges straight at the STS as the on-call workload until `LOAD` is over, reconnecting
@@ -208,4 +222,92 @@ async fn the_sts_dies_under_load_and_nothing_is_let_through_or_lost() {
         &rows,
     );
     hostile::check_doc(&root.join("docs/hardening-faults.md"), &doc).unwrap();
+}
+
+/// The STS's place is taken by one that misbehaves in each way in turn; every new exchange is
+/// refused with 503 and a reason naming what went wrong, in bounded time, and the sidecar keeps
+/// serving what it has cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_sts_is_bounded_refused_and_reported() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let demo = Demo::start(Paths::workspace(&root, "debug", work.path().to_path_buf())).await.expect("demo topology starts");
+    let cached = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    assert_eq!(scenario::oncall(&demo, &cached, &[]).await.unwrap().status, 200);
+    let published = {
+        let mut sts = demo.sts_connection(Some("oncall")).await.unwrap();
+        let jwks = sts.request("GET", "/.well-known/jwks.json", &[], Vec::new()).await.unwrap().body;
+        let revocations = sts.request("GET", "/revocations?since=0", &[], Vec::new()).await.unwrap().body;
+        Published { jwks, revocations }
+    };
+    // A token the STS's own key signed, but for another audience than the one asked for.
+    let forge = Forge::read(&demo.dev, actorchain_sts::server::unix_now()).unwrap();
+    let mut c = forge.claims("fault-wrong-aud");
+    c["aud"] = "mcp-gateway".into();
+    let wrong_audience = forge.sign(&forge.header(), &c);
+
+    demo.stop_sts();
+    let fake = FaultSts::start(demo.sts, &demo.dev, published, TokenFault::Reset).await.unwrap();
+    let cases = [
+        ("sts-500", "STS answers 500", TokenFault::Status(500), "503 sts_error"),
+        ("sts-429", "STS answers 429 (rate limited)", TokenFault::Status(429), "503 sts_error"),
+        ("sts-503", "STS answers 503", TokenFault::Status(503), "503 sts_unreachable"),
+        ("sts-garbage", "STS answers 200 with HTML", TokenFault::Garbage, "503 sts_reply_malformed"),
+        (
+            "sts-oversized",
+            "STS answers 200 with 20 KB (the filter reads at most 16 KB)",
+            TokenFault::Oversized(20 << 10),
+            "503 sts_reply_malformed",
+        ),
+        ("sts-huge", "STS answers 200 with 1 MB", TokenFault::Oversized(1 << 20), "503 sts_reply_malformed"),
+        ("sts-wrong-audience", "STS issues a token for another audience", TokenFault::Issue(wrong_audience), "503 sts_reply_mismatch"),
+        ("sts-reset", "STS closes the connection mid-request", TokenFault::Reset, "503 sts_unreachable"),
+        ("sts-slow", "STS answers after 5 s (callout timeout 2 s)", TokenFault::Slow(Duration::from_secs(5)), "503 sts_unreachable"),
+    ];
+    let mut rows = Vec::new();
+    for (id, fault, mode, expected) in cases {
+        fake.set(mode);
+        let fresh = demo.person_token("user2", "incidents:read", 600).unwrap();
+        let started = Instant::now();
+        let run = scenario::oncall(&demo, &fresh, &[]).await.unwrap();
+        let took = started.elapsed();
+        let mut observed = format!("{} {}", run.status, refusal_reason(&run.response));
+        // Bounded: never longer than the callout timeout and some slack.
+        if took > Duration::from_secs(3) {
+            observed = format!("{observed} after {took:?}");
+        }
+        rows.push(Row { id: id.into(), attack: fault.into(), target: "Envoy (outbound)", expected: expected.into(), observed });
+        assert_eq!(scenario::oncall(&demo, &cached, &[]).await.unwrap().status, 200, "cached exchanges still work during {id}");
+    }
+
+    // The agent gives up while its sidecar waits for the STS; the sidecar carries on.
+    fake.set(TokenFault::Slow(Duration::from_secs(1)));
+    let fresh = demo.person_token("user2", "incidents:read", 600).unwrap();
+    let auth = format!("Bearer {fresh}");
+    let headers = [("authorization", auth.as_str())];
+    let call = demo.call_egress("oncall", "investigation-agent", "/investigate", &headers, scenario::tools_call("x"));
+    let gone = tokio::time::timeout(Duration::from_millis(200), call).await;
+    assert!(gone.is_err(), "the call was abandoned while the callout was pending");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let after = scenario::oncall(&demo, &cached, &[]).await.unwrap().status;
+    rows.push(Row {
+        id: "client-gone".into(),
+        attack: "the caller disconnects while the sidecar's STS callout is pending".into(),
+        target: "Envoy (outbound)",
+        expected: "sidecar keeps serving: 200".into(),
+        observed: format!("sidecar keeps serving: {after}"),
+    });
+
+    let failed: Vec<String> =
+        rows.iter().filter(|r| !r.passed()).map(|r| format!("{}: expected {}, observed {}", r.id, r.expected, r.observed)).collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    let doc = hostile::render(
+        "Hardening: a misbehaving STS",
+        "Written by `tests/faults.rs`: the real STS is stopped and a token service that misbehaves as the test \
+         says takes its address and certificate (serving the keys and revocation feed the real one published). \
+         Each row is a fresh exchange through the on-call agent's sidecar; after each, a request whose exchanges \
+         are cached must still succeed.",
+        &rows,
+    );
+    hostile::check_doc(&root.join("docs/hardening-sts-faults.md"), &doc).unwrap();
 }
