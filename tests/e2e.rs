@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use actorchain_demo::scenario::{self, chain, claims};
+use actorchain_demo::scenario::{self, chain, claims, refusal_reason};
 use actorchain_demo::topology::{Demo, Paths};
 
 async fn start() -> (Demo, tempfile_dir::Dir) {
@@ -173,15 +173,6 @@ async fn refused_within(demo: &Demo, person: &str, within: std::time::Duration) 
         assert!(started.elapsed() < within, "still accepted {:?} after the revocation", started.elapsed());
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-}
-
-/// The reason the deepest refusing hop gave.
-fn refusal_reason(response: &serde_json::Value) -> String {
-    let mut level = response;
-    while level["downstream"]["body"].is_object() {
-        level = &level["downstream"]["body"];
-    }
-    level["reason"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

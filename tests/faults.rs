@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use actorchain_demo::fault_sts::{FaultSts, Published, TokenFault};
 use actorchain_demo::hostile::{self, Forge, Row};
-use actorchain_demo::scenario::{self, claims};
+use actorchain_demo::scenario::{self, claims, refusal_reason};
 use actorchain_demo::topology::{Demo, Paths};
-use serde_json::Value;
+use actorchain_token::Jwk;
+use serde_json::{json, Value};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -44,19 +45,6 @@ async fn chain_load(demo: &Demo, cached: &str) -> Vec<Call> {
     calls
 }
 
-/// The reason of the sidecar refusal somewhere down the chain (each app nests what the next
-/// hop answered under `downstream.body`).
-fn refusal_reason(response: &Value) -> String {
-    let mut level = response;
-    while !level.is_null() {
-        if let Some(r) = level["reason"].as_str() {
-            return r.to_string();
-        }
-        level = &level["downstream"]["body"];
-    }
-    "-".into()
-}
-
 /// Exchanges straight at the STS as the on-call workload until `LOAD` is over, reconnecting
 /// after errors; returns the `jti` of every token received.
 async fn direct_load(demo: &Demo, person: &str) -> Vec<String> {
@@ -85,6 +73,18 @@ async fn direct_load(demo: &Demo, person: &str) -> Vec<String> {
         }
     }
     received
+}
+
+/// Status and reason the investigation agent's sidecar gives a token from the on-call workload.
+async fn inbound(demo: &Demo, authorization: &str) -> String {
+    let mut conn = demo.ingress("investigation", "oncall").await.unwrap();
+    let h = [("authorization", authorization), ("content-type", "application/json")];
+    let r = conn.request("POST", "/investigate", &h, scenario::tools_call("x").to_string().into_bytes()).await.unwrap();
+    let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    match v["reason"].as_str() {
+        Some(reason) => format!("{} {reason}", r.status),
+        None => format!("{}", if v["agent"].is_string() { 200 } else { r.status }),
+    }
 }
 
 /// Kills the STS at `KILL_AT` and starts it again `DOWN_FOR` later; returns when it was back.
@@ -240,6 +240,7 @@ async fn a_misbehaving_sts_is_bounded_refused_and_reported() {
         let revocations = sts.request("GET", "/revocations?since=0", &[], Vec::new()).await.unwrap().body;
         Published { jwks, revocations }
     };
+    let published_jwks = published.jwks.clone();
     // A token the STS's own key signed, but for another audience than the one asked for.
     let forge = Forge::read(&demo.dev, actorchain_sts::server::unix_now()).unwrap();
     let mut c = forge.claims("fault-wrong-aud");
@@ -298,6 +299,48 @@ async fn a_misbehaving_sts_is_bounded_refused_and_reported() {
         observed: format!("sidecar keeps serving: {after}"),
     });
 
+    // The key set goes bad. Filters refetch at most every 10 s, on an unknown kid; each bad
+    // document must leave the keys they hold in force, and let nothing new in.
+    let good = format!("Bearer {}", forge.sign(&forge.header(), &forge.claims("fault-jwks")));
+    let stranger_kid = "rotated-in-by-attacker";
+    let stranger_header = json!({"alg": "EdDSA", "kid": stranger_kid, "typ": "at+jwt"}).to_string();
+    let stranger = format!("Bearer {}", forge.sign_text(&stranger_header, &forge.claims("fault-jwks").to_string(), &forge.stranger));
+    let mut poisoned: Value = serde_json::from_str(&published_jwks).unwrap();
+    let keys = poisoned["keys"].as_array_mut().unwrap();
+    keys.push(serde_json::to_value(Jwk::from_public(&forge.sts_kid, &forge.stranger.public())).unwrap());
+    keys.push(serde_json::to_value(Jwk::from_public(stranger_kid, &forge.stranger.public())).unwrap());
+    let investigation = demo.workload("investigation").clone();
+    let jwks_faults = [
+        ("jwks-garbage", "JWKS endpoint answers garbage", "{\"keys\": [".to_string()),
+        ("jwks-poisoned", "JWKS adds an attacker's key under the STS's kid and under a new one", poisoned.to_string()),
+    ];
+    fake.set(TokenFault::Status(500));
+    for (id, fault, doc) in jwks_faults {
+        fake.set_jwks(doc);
+        let failed_before = demo.counter(&investigation, "actorchain.jwks.fetch_failed").await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        // The stranger's kid is unknown: each try asks for a refetch, granted once 10 s passed.
+        let mut stranger_answer = inbound(&demo, &stranger).await;
+        while demo.counter(&investigation, "actorchain.jwks.fetch_failed").await == failed_before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            stranger_answer = inbound(&demo, &stranger).await;
+        }
+        let fetched = demo.counter(&investigation, "actorchain.jwks.fetch_failed").await > failed_before;
+        let observed = format!(
+            "{}; good token {}; attacker's token {}",
+            if fetched { "refetched and refused" } else { "never refetched" },
+            inbound(&demo, &good).await,
+            if stranger_answer == "401 kid_unknown" { inbound(&demo, &stranger).await } else { stranger_answer },
+        );
+        rows.push(Row {
+            id: id.into(),
+            attack: fault.into(),
+            target: "Envoy (inbound)",
+            expected: "refetched and refused; good token 200; attacker's token 401 kid_unknown".into(),
+            observed,
+        });
+    }
+
     let failed: Vec<String> =
         rows.iter().filter(|r| !r.passed()).map(|r| format!("{}: expected {}, observed {}", r.id, r.expected, r.observed)).collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
@@ -305,8 +348,9 @@ async fn a_misbehaving_sts_is_bounded_refused_and_reported() {
         "Hardening: a misbehaving STS",
         "Written by `tests/faults.rs`: the real STS is stopped and a token service that misbehaves as the test \
          says takes its address and certificate (serving the keys and revocation feed the real one published). \
-         Each row is a fresh exchange through the on-call agent's sidecar; after each, a request whose exchanges \
-         are cached must still succeed.",
+         Each `sts-*` row is a fresh exchange through the on-call agent's sidecar; after each, a request whose \
+         exchanges are cached must still succeed. The `jwks-*` rows serve a bad key set and make the investigation \
+         agent's sidecar refetch it (an unknown kid asks for one, granted at most every 10 s).",
         &rows,
     );
     hostile::check_doc(&root.join("docs/hardening-sts-faults.md"), &doc).unwrap();

@@ -38,6 +38,7 @@ pub enum TokenFault {
 
 pub struct FaultSts {
     fault: Arc<Mutex<TokenFault>>,
+    published: Arc<Mutex<Published>>,
     task: JoinHandle<()>,
 }
 
@@ -98,17 +99,20 @@ impl FaultSts {
         let tls = TlsAcceptor::from(Arc::new(svid::server_config(chain, key, &bundle).map_err(|e| e.to_string())?));
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
         let fault = Arc::new(Mutex::new(fault));
-        let current = fault.clone();
+        let published = Arc::new(Mutex::new(published));
+        let (current, serving) = (fault.clone(), published.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (tls, published, current) = (tls.clone(), published.clone(), current.clone());
+                let (tls, serving, current) = (tls.clone(), serving.clone(), current.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = tls.accept(tcp).await else { return };
                     let (closer_tx, mut closer_rx) = tokio::sync::mpsc::channel::<()>(1);
                     let svc = service_fn(move |req| {
-                        let (published, closer) = (published.clone(), closer_tx.clone());
+                        let closer = closer_tx.clone();
                         let fault = current.lock().map(|f| f.clone()).unwrap_or(TokenFault::Reset);
+                        let published =
+                            serving.lock().map(|p| p.clone()).unwrap_or(Published { jwks: String::new(), revocations: String::new() });
                         async move {
                             match answer(&req, &published, fault).await {
                                 Some(r) => Ok::<_, Infallible>(r),
@@ -128,7 +132,14 @@ impl FaultSts {
                 });
             }
         });
-        Ok(FaultSts { fault, task })
+        Ok(FaultSts { fault, published, task })
+    }
+
+    /// Serves `jwks` as the key set from now on.
+    pub fn set_jwks(&self, jwks: String) {
+        if let Ok(mut p) = self.published.lock() {
+            p.jwks = jwks;
+        }
     }
 
     pub fn set(&self, fault: TokenFault) {

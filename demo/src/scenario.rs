@@ -35,6 +35,16 @@ pub fn claims(token: &str) -> Value {
     t.split('.').nth(1).and_then(|p| B64.decode(p).ok()).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
 }
 
+/// The reason the deepest refusing hop gave (each app nests what the next hop answered under
+/// `downstream.body`).
+pub fn refusal_reason(response: &Value) -> String {
+    let mut level = response;
+    while level["downstream"]["body"].is_object() {
+        level = &level["downstream"]["body"];
+    }
+    level["reason"].as_str().unwrap_or_default().to_string()
+}
+
 /// Agents of an `act` chain, oldest first.
 pub fn chain(c: &Value) -> Vec<String> {
     let mut v = Vec::new();
