@@ -11,7 +11,7 @@ DEV := $(WORK)/dev
 STS_BIN := target/release/actorchain-sts
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool
+.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm
 
 all: build
 
@@ -29,9 +29,14 @@ build: wasm-target
 	cargo build --release -p actorchain-sts
 	cargo build --release --target $(WASM_TARGET) -p actorchain
 
-## The whole suite: unit, property, integration against the real STS binary, and real Envoy.
-test: envoy wasm-target
+## The filter, and a build of it that panics on request, for the failure-policy tests.
+test-wasm: wasm-target
+	cargo build --release --target $(WASM_TARGET) -p actorchain --features fault-injection
+	cp target/$(WASM_TARGET)/release/actorchain.wasm target/actorchain-fault-injection.wasm
 	cargo build --release --target $(WASM_TARGET) -p actorchain
+
+## The whole suite: unit, property, integration against the real STS binary, real Envoy, fuzzing.
+test: envoy test-wasm
 	cargo build -p actorchain-sts
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
@@ -59,10 +64,9 @@ fuzz: fuzz-tool
 hardening: fuzz
 
 ## Rewrites the hardening tables in docs/ from what the tests observe (they fail when it is stale).
-hardening-docs: envoy wasm-target
-	cargo build --release --target $(WASM_TARGET) -p actorchain
+hardening-docs: envoy test-wasm
 	cargo build -p actorchain-sts
-	ACTORCHAIN_WRITE_DOCS=1 cargo test -p actorchain --test attacks --test faults
+	ACTORCHAIN_WRITE_DOCS=1 cargo test -p actorchain --test attacks --test faults --test vm_failure
 
 bench: envoy wasm-target
 	mkdir -p bench-results

@@ -385,6 +385,11 @@ impl Context for InboundCtx {}
 
 impl HttpContext for InboundCtx {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> WasmAction {
+        // Only in the test build: lets the hardening tests crash the VM on purpose.
+        #[cfg(feature = "fault-injection")]
+        if map_value(MapType::HttpRequestHeaders, "x-actorchain-fault").as_deref() == Some("panic") {
+            panic!("fault injection: a panic was asked for");
+        }
         let action = self.filter.on_request_headers(&mut self.host);
         // An MCP request's headers go on (Envoy would otherwise hold the body from this filter
         // too); its body is held until judged, and a refusal then resets the upstream request.

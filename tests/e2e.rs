@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use actorchain_demo::scenario::{self, chain, claims, refusal_reason};
-use actorchain_demo::topology::{Demo, Paths};
+use actorchain_demo::topology::{lone_filter_config, Demo, Paths};
 
 async fn start() -> (Demo, tempfile_dir::Dir) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -122,33 +122,7 @@ fn envoy_refuses_an_invalid_plugin_configuration() {
     let paths = Paths::workspace(&root, "debug", work.path.clone());
     let plugin =
         r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":0}}"#;
-    let config = format!(
-        r#"
-static_resources:
-  listeners:
-  - address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: t
-          route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200}}}}]}}]}}
-          http_filters:
-          - name: actorchain
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                vm_config: {{runtime: envoy.wasm.runtime.v8, code: {{local: {{filename: "{wasm}"}}}}}}
-                configuration: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: '{plugin}'}}
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-  - name: sts
-    load_assignment: {{cluster_name: sts, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}}}]}}]}}
-"#,
-        wasm = paths.wasm.display()
-    );
+    let config = lone_filter_config(&paths.wasm, plugin, "FAIL_CLOSED", 0);
     let cfg = work.path.join("bad.yaml");
     std::fs::write(&cfg, config).unwrap();
     let out = std::process::Command::new(&paths.envoy)

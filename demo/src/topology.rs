@@ -92,6 +92,41 @@ impl Drop for Demo {
     }
 }
 
+/// A bootstrap with one plain-HTTP listener on `port` (0: any): the actorchain filter configured
+/// with `plugin` under Envoy's `failure_policy`, in front of a route that answers 200 `app`. The
+/// STS cluster points at a closed port.
+pub fn lone_filter_config(wasm: &Path, plugin: &str, failure_policy: &str, port: u16) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: t
+          route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200, body: {{inline_string: "app"}}}}}}]}}]}}
+          http_filters:
+          - name: actorchain
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                failure_policy: {failure_policy}
+                vm_config: {{runtime: envoy.wasm.runtime.v8, code: {{local: {{filename: "{wasm}"}}}}}}
+                configuration: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: '{plugin}'}}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: sts
+    connect_timeout: 0.2s
+    load_assignment: {{cluster_name: sts, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}}}]}}]}}
+"#,
+        wasm = wasm.display()
+    )
+}
+
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 fn free_port() -> Result<u16, String> {

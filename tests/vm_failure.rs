@@ -1,0 +1,108 @@
+//! The filter's VM dying under load, and Envoy's failure policies: a build of the filter that
+//! panics on request (`--features fault-injection`, never shipped) runs in real Envoy. With
+//! FAIL_CLOSED every request after the crash is refused (503), with FAIL_RELOAD Envoy starts a new
+//! VM and the filter judges requests again. Nothing is ever let through unjudged.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actorchain_demo::apps;
+use actorchain_demo::hostile::{self, Row};
+use actorchain_demo::topology::{lone_filter_config, Paths};
+
+struct Envoy(Child);
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One listener with the inbound filter in front of a direct 200, under `policy`.
+fn start(paths: &Paths, wasm: &std::path::Path, policy: &str, port: u16, dir: &std::path::Path) -> Envoy {
+    let plugin =
+        r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":500}}"#;
+    let config = lone_filter_config(wasm, plugin, policy, port);
+    let cfg = dir.join(format!("{policy}.yaml"));
+    std::fs::write(&cfg, config).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{policy}.log"))).unwrap();
+    Envoy(
+        Command::new(&paths.envoy)
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Status of a request without a token (the filter answers 401 when it is alive), or of a
+/// request that asks the test build to panic.
+async fn ask(port: u16, panic: bool) -> String {
+    let headers: &[(&str, &str)] = if panic { &[("x-actorchain-fault", "panic")] } else { &[] };
+    match apps::http(([127, 0, 0, 1], port).into(), "GET", "app", "/", headers, Vec::new()).await {
+        Ok((200, body)) => format!("200 {}", String::from_utf8_lossy(&body)),
+        Ok((status, _)) => status.to_string(),
+        Err(_) => "connection closed".into(),
+    }
+}
+
+async fn until(port: u16, want: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = ask(port, false).await;
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_vm_fails_closed_or_reloads_and_never_fails_open() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let paths = Paths::workspace(&root, "debug", work.path().to_path_buf());
+    let wasm = paths.wasm.with_file_name("../../actorchain-fault-injection.wasm");
+    let wasm = wasm.canonicalize().unwrap_or_else(|_| panic!("{} (make test builds it)", wasm.display()));
+    let mut rows = Vec::new();
+    for (policy, after) in [("FAIL_CLOSED", "503"), ("FAIL_RELOAD", "401")] {
+        let port = free_port();
+        let _envoy = start(&paths, &wasm, policy, port, work.path());
+        let alive = until(port, "401", Duration::from_secs(20)).await;
+        let crash = ask(port, true).await;
+        // FAIL_RELOAD restarts the VM after a 1 s backoff; give either policy the same time.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let then = until(port, after, Duration::from_secs(5)).await;
+        let row = |id: &str, what: &str, expected: &str, observed: String| Row {
+            id: format!("{}-{id}", policy.to_lowercase().replace('_', "-")),
+            attack: what.into(),
+            target: "Envoy",
+            expected: expected.into(),
+            observed,
+        };
+        rows.push(row("before", &format!("{policy}: a request without a token before the crash"), "401", alive));
+        rows.push(row("crash", &format!("{policy}: the request that panics the VM"), "503", crash));
+        rows.push(row("after", &format!("{policy}: a request without a token after the crash"), after, then));
+    }
+    let failed: Vec<String> =
+        rows.iter().filter(|r| !r.passed()).map(|r| format!("{}: expected {}, observed {}", r.id, r.expected, r.observed)).collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    let doc = hostile::render(
+        "Hardening: the filter's VM crashes",
+        "Written by `tests/vm_failure.rs`: Envoy runs a build of the filter that panics when a request asks it to \
+         (`--features fault-injection`, built by `make test`, never shipped), in front of a route that answers 200 \
+         with `app`. A live filter answers a request without a token with 401; `200 app` would mean a request got \
+         through unjudged.",
+        &rows,
+    );
+    hostile::check_doc(&root.join("docs/hardening-vm-failure.md"), &doc).unwrap();
+}
