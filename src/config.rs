@@ -9,6 +9,7 @@ use actorchain_token::{is_principal_id, ChainLimits, KeySet, PersonIssuer, Scope
 use serde::Deserialize;
 
 use crate::policy::{McpMethod, Pattern, Rule, Target};
+use crate::slots::SharedSlots;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -65,6 +66,8 @@ pub struct InboundConfig {
     pub verified_cache_size: usize,
     /// Refuse a token presented over mTLS by another workload than its current actor's.
     pub sender_binding: bool,
+    /// Where accepted tokens are recorded for the outbound side's trace-context lookup.
+    pub slots: SharedSlots,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub struct OutboundConfig {
     pub act_as_self: bool,
     /// A cached token is used until this long before its `exp`.
     pub cache_margin_secs: u64,
+    /// Bounded shared data for exchanged tokens and trace-context records.
+    pub slots: SharedSlots,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +178,8 @@ struct RawInbound {
     verified_cache_size: usize,
     #[serde(default = "default_true")]
     sender_binding: bool,
+    #[serde(default = "default_slots")]
+    shared_slots: u32,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +194,8 @@ struct RawOutbound {
     no_subject: String,
     #[serde(default = "default_margin")]
     cache_margin_seconds: u64,
+    #[serde(default = "default_slots")]
+    shared_slots: u32,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +232,19 @@ fn default_depth() -> usize {
 fn default_refresh() -> u64 {
     60
 }
+fn default_slots() -> u32 {
+    crate::slots::DEFAULT_SLOTS
+}
+
+/// Both plugins of a sidecar must use the same count: the outbound side reads what the inbound
+/// side recorded (with different counts it finds nothing and refuses).
+fn shared_slots(count: u32) -> Result<SharedSlots, ConfigError> {
+    if !(crate::slots::MIN_SLOTS..=crate::slots::MAX_SLOTS).contains(&count) {
+        return err("shared_slots", format!("must be between {} and {}", crate::slots::MIN_SLOTS, crate::slots::MAX_SLOTS));
+    }
+    Ok(SharedSlots::new(count))
+}
+
 fn default_refetch() -> u64 {
     10
 }
@@ -364,6 +386,7 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         rules,
         mcp,
         verified_cache_size: r.verified_cache_size,
+        slots: shared_slots(r.shared_slots)?,
         sender_binding: r.sender_binding,
     })
 }
@@ -450,6 +473,7 @@ fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
         pass_unmapped,
         act_as_self,
         cache_margin_secs: r.cache_margin_seconds,
+        slots: shared_slots(r.shared_slots)?,
     })
 }
 
@@ -493,6 +517,8 @@ mod tests {
             (r#"{"mode":"sideways"}"#.to_string(), "unknown variant `sideways`"),
             (IN.replace("\"rules\"", "\"people\":[{\"issuer\":\"https://idp\",\"jwks\":{\"keys\":[]}}],\"rules\""), "people[0].jwks"),
             (IN.replace("\"rules\"", "\"mcp\":{\"max_batch\":0},\"rules\""), "mcp.max_batch"),
+            (IN.replace("\"rules\"", "\"shared_slots\":8,\"rules\""), "shared_slots"),
+            (OUT.replace("\"agent\"", "\"shared_slots\":4294967295,\"agent\""), "shared_slots"),
         ] {
             let e = Config::parse(cfg.as_bytes()).unwrap_err();
             assert!(e.0.contains(field), "{e} should name {field}");

@@ -138,11 +138,20 @@ pub struct InboundFilter {
     pub body_wanted: bool,
     /// The request lists tools: the answer is trimmed to the caller's tools.
     filter_list: bool,
+    /// Trace-context keys this request's token was recorded under, marked done when it ends.
+    recorded: Vec<String>,
 }
 
 impl InboundFilter {
     pub fn new(cfg: Rc<InboundConfig>, jwks: Rc<RefCell<Jwks>>, revoked: Rc<RefCell<Revocations>>) -> Self {
-        InboundFilter { cfg, jwks, revoked, who: None, body_wanted: false, filter_list: false }
+        InboundFilter { cfg, jwks, revoked, who: None, body_wanted: false, filter_list: false, recorded: Vec::new() }
+    }
+
+    /// The request is over: its trace records may give way first to those of requests in flight.
+    pub fn on_done<H: Host>(&mut self, host: &mut H) {
+        for key in self.recorded.drain(..) {
+            self.cfg.slots.trace.done(host, &key);
+        }
     }
 
     pub fn on_request_headers<H: Host>(&mut self, host: &mut H) -> Action {
@@ -205,9 +214,10 @@ impl InboundFilter {
                 token,
             };
             let bytes = entry.encode();
-            for key in keys {
-                host.shared_set(&key, &bytes);
+            for key in &keys {
+                self.cfg.slots.trace.put(host, key, now, who.exp, &bytes);
             }
+            self.recorded = keys;
         }
         host.count("actorchain.inbound.accepted");
         AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
@@ -320,7 +330,7 @@ impl OutboundFilter {
         let mut recorded = None;
         let keys = if matches!(bearer(&auth), Ok(None)) { context_keys(find("traceparent"), find("x-request-id")) } else { Vec::new() };
         for k in keys {
-            let Some(v) = host.shared_get(&k) else { continue };
+            let Some(v) = self.cfg.slots.trace.get(host, &k) else { continue };
             let Some(e) = cache::Entry::decode(&v).filter(|e| cache::fresh(e.exp, now, 0)) else { continue };
             // The work this call continues was revoked since it was accepted: say so.
             if let Some(kind) = revoked.borrow().set.matches(&e.handles()) {
@@ -340,7 +350,7 @@ impl OutboundFilter {
             Err(reply) => return refuse(host, "outbound", reply, AuditLine { audience: Some(&audience), ..AuditLine::default() }),
         };
         let key = cache::exchange_key(subject.cache_input(), &audience);
-        if let Some(v) = host.shared_get(&key) {
+        if let Some(v) = self.cfg.slots.exchange.get(host, &key) {
             if let Some(e) = cache::Entry::decode(&v).filter(|e| usable(e, self.cfg.cache_margin_secs)) {
                 host.count("actorchain.outbound.cache_hit");
                 host.set_request_header("authorization", Some(&format!("Bearer {}", e.token)));
@@ -379,7 +389,8 @@ impl OutboundFilter {
                 let exp = claims.exp;
                 let agents = claims.act.agents_oldest_first().join(",");
                 let entry = cache::Entry { exp, jti: &claims.jti, sid: &claims.sid, sub: &claims.sub, agents: &agents, token: &token };
-                host.shared_set(&p.key, &entry.encode());
+                let now = host.now();
+                self.cfg.slots.exchange.put(host, &p.key, now, exp, &entry.encode());
                 host.count("actorchain.outbound.exchanged");
                 let line = AuditLine {
                     kind: "decision",

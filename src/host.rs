@@ -5,7 +5,16 @@
 use crate::config::StsConfig;
 use crate::reply::LocalReply;
 
-pub trait Host {
+/// Envoy's shared data: one key-value store for every worker of the VM.
+pub trait SharedData {
+    /// The value under `key` (`None` when absent or emptied) and its version, for `shared_set`.
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes `value` unless `cas` names a version another write has replaced since; says
+    /// whether it wrote.
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+pub trait Host: SharedData {
     /// Seconds since the epoch.
     fn now(&self) -> u64;
     fn request_header(&self, name: &str) -> Option<String>;
@@ -22,8 +31,6 @@ pub trait Host {
     fn response_body(&self, len: usize) -> Vec<u8>;
     /// Replaces the first `len` bytes of the buffered response body with `body`.
     fn set_response_body(&mut self, len: usize, body: &[u8]);
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>>;
-    fn shared_set(&mut self, key: &str, value: &[u8]);
     /// Starts an HTTP call to the STS cluster; the answer arrives later.
     fn dispatch(&mut self, sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String>;
     /// Whether audit lines are being recorded at all (Envoy's log level), so a line nobody will

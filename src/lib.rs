@@ -19,6 +19,7 @@ pub mod policy;
 pub mod reply;
 pub mod revocation_feed;
 pub mod singleflight;
+pub mod slots;
 pub mod trace;
 pub mod verified_cache;
 

@@ -14,7 +14,7 @@ use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, LogLevel,
 use crate::cache;
 use crate::config::{Config, InboundConfig, StsConfig};
 use crate::filter::{apply, Action, InboundFilter, Jwks, OutboundFilter, Verdict, JWKS_KEY};
-use crate::host::Host;
+use crate::host::{Host, SharedData};
 use crate::reply::{self, LocalReply};
 use crate::revocation_feed::{self, Revocations};
 use crate::singleflight::Inflight;
@@ -71,6 +71,19 @@ struct WasmHost {
     metrics: Rc<RefCell<Metrics>>,
 }
 
+impl SharedData for WasmHost {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match hostcalls::get_shared_data(key) {
+            Ok((v, cas)) => (v.filter(|v| !v.is_empty()), cas),
+            Err(_) => (None, None),
+        }
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
 impl Host for WasmHost {
     fn now(&self) -> u64 {
         now_secs()
@@ -113,14 +126,6 @@ impl Host for WasmHost {
 
     fn set_response_body(&mut self, len: usize, body: &[u8]) {
         let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, len, body);
-    }
-
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v).filter(|v| !v.is_empty())
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8]) {
-        let _ = hostcalls::set_shared_data(key, Some(value), None);
     }
 
     fn dispatch(&mut self, sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String> {
@@ -381,7 +386,12 @@ struct InboundCtx {
     host: WasmHost,
 }
 
-impl Context for InboundCtx {}
+impl Context for InboundCtx {
+    fn on_done(&mut self) -> bool {
+        self.filter.on_done(&mut self.host);
+        true
+    }
+}
 
 impl HttpContext for InboundCtx {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> WasmAction {

@@ -6,13 +6,17 @@ use std::rc::Rc;
 
 use actorchain::config::{Config, InboundConfig, OutboundConfig, StsConfig};
 use actorchain::filter::{Action, InboundFilter, Jwks, OutboundFilter, Verdict};
-use actorchain::host::Host;
+use actorchain::host::{Host, SharedData};
 use actorchain::reply::LocalReply;
 use actorchain::singleflight::Inflight;
+use actorchain::slots::{self, SharedSlots};
 use actorchain_token::{extend_chain, sign_compact, Alg, ChainLimits, Claims, KeySet, PrivateKey, TYP_ACCESS_TOKEN};
 
 const NOW: u64 = 1_800_000_000;
 const ISS: &str = "https://sts.actorchain.dev";
+
+/// Envoy's shared data: value and version by key.
+type Shared = HashMap<String, (Vec<u8>, u32)>;
 
 #[derive(Default)]
 struct Fake {
@@ -21,7 +25,7 @@ struct Fake {
     body: Vec<u8>,
     response_headers: Vec<(String, String)>,
     response: Vec<u8>,
-    shared: Rc<RefCell<HashMap<String, Vec<u8>>>>,
+    shared: Rc<RefCell<Shared>>,
     replies: Vec<LocalReply>,
     dispatched: Vec<(Vec<(String, String)>, String)>,
     audits: RefCell<Vec<String>>,
@@ -30,7 +34,7 @@ struct Fake {
 }
 
 impl Fake {
-    fn with(headers: &[(&str, &str)], shared: &Rc<RefCell<HashMap<String, Vec<u8>>>>) -> Fake {
+    fn with(headers: &[(&str, &str)], shared: &Rc<RefCell<Shared>>) -> Fake {
         Fake {
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             shared: shared.clone(),
@@ -39,6 +43,24 @@ impl Fake {
     }
     fn header(&self, n: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
+    }
+}
+
+impl SharedData for Fake {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()).filter(|v| !v.is_empty()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut map = self.shared.borrow_mut();
+        let version = map.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != version {
+            return false;
+        }
+        map.insert(key.to_string(), (value.to_vec(), version.unwrap_or(0) + 1));
+        true
     }
 }
 
@@ -78,12 +100,6 @@ impl Host for Fake {
     }
     fn send_reply(&mut self, reply: &LocalReply) {
         self.replies.push(reply.clone());
-    }
-    fn shared_get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shared.borrow().get(key).cloned()
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8]) {
-        self.shared.borrow_mut().insert(key.to_string(), value.to_vec());
     }
     fn dispatch(&mut self, _sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String> {
         if self.dispatch_fails {
@@ -182,7 +198,8 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
         ],
         &shared,
     );
-    assert_eq!(inbound(Some(keyset())).on_request_headers(&mut h), Action::Continue);
+    let mut f = inbound(Some(keyset()));
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue);
     assert!(h.replies.is_empty());
     assert_eq!(h.header("x-actorchain-sub"), Some("user1"));
     assert_eq!(h.header("x-actorchain-agent"), Some("investigation-agent"));
@@ -195,8 +212,15 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
     assert_eq!(audit["chain"], serde_json::json!(["oncall-agent", "investigation-agent"]));
     assert_eq!(audit["sub"], "user1");
     // Recorded for the outbound side under the trace id.
-    let rec = shared.borrow().get("actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").cloned().unwrap();
+    let slots = SharedSlots::new(slots::DEFAULT_SLOTS);
+    let rec = slots.trace.get(&h, "actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
     assert!(String::from_utf8(rec).unwrap().ends_with(&t));
+    // In a bounded slot, under a name that says nothing about the request.
+    assert!(shared.borrow().keys().all(|k| !k.contains("4bf92f35")));
+    // When the request ends the record is marked done (it gives way first), still readable.
+    f.on_done(&mut h);
+    assert!(slots.trace.get(&h, "actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").is_some());
+    assert!(shared.borrow().values().any(|(v, _)| String::from_utf8_lossy(v).lines().next().is_some_and(|l| l.ends_with(" D"))));
 }
 
 #[test]
@@ -303,7 +327,7 @@ fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
 
 #[test]
 fn outbound_exchanges_once_caches_and_shares_the_answer() {
-    let shared: Rc<RefCell<HashMap<String, Vec<u8>>>> = Rc::default();
+    let shared: Rc<RefCell<Shared>> = Rc::default();
     let inflight = Rc::default();
     let subject = token("investigation-agent", "repo:write", NOW + 60);
     let auth = format!("Bearer {subject}");

@@ -80,6 +80,14 @@ pub struct Demo {
     sts_child: std::sync::Mutex<Option<Child>>,
     envoys: Vec<Child>,
     paths: Paths,
+    tuning: Tuning,
+}
+
+/// What tests vary about the sidecars; the default is what `make demo` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// The filters' `shared_slots` (their default when `None`).
+    pub shared_slots: Option<u32>,
 }
 
 impl Drop for Demo {
@@ -181,6 +189,10 @@ pub fn start_sts(paths: &Paths, dev: &Path, log: &Path, listen: SocketAddr) -> R
 impl Demo {
     /// Starts everything and waits until every sidecar has fetched the STS's keys.
     pub async fn start(paths: Paths) -> Result<Demo, String> {
+        Demo::start_tuned(paths, Tuning::default()).await
+    }
+
+    pub async fn start_tuned(paths: Paths, tuning: Tuning) -> Result<Demo, String> {
         paths.check()?;
         let dev = paths.work.join("dev");
         dev::init(&dev, false)?;
@@ -196,7 +208,7 @@ impl Demo {
             workloads.push(Workload { name, identity, app, ingress, egress, admin: None });
             apps.push(listener);
         }
-        let mut demo = Demo { dev, sts, workloads, sts_child: std::sync::Mutex::new(Some(sts_child)), envoys: Vec::new(), paths };
+        let mut demo = Demo { dev, sts, workloads, sts_child: std::sync::Mutex::new(Some(sts_child)), envoys: Vec::new(), paths, tuning };
         for (i, listener) in apps.into_iter().enumerate() {
             let w = &demo.workloads[i];
             let next = demo.workloads.get(i + 1).map(|n| Next {
@@ -269,8 +281,12 @@ impl Demo {
             }
             None => (String::new(), String::new(), json!({})),
         };
-        let outbound =
+        let mut outbound =
             json!({"mode": "outbound", "agent": w.identity, "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": destinations});
+        let mut inbound = self.inbound_config(&w);
+        if let Some(n) = self.tuning.shared_slots {
+            (outbound["shared_slots"], inbound["shared_slots"]) = (json!(n), json!(n));
+        }
         let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
         let template = std::fs::read_to_string(&self.paths.template).map_err(|e| e.to_string())?;
         let config = template
@@ -283,7 +299,7 @@ impl Demo {
             .replace("${SVID_KEY}", &svid_key.display().to_string())
             .replace("${BUNDLE}", &bundle.display().to_string())
             .replace("${WASM}", &self.paths.wasm.display().to_string())
-            .replace("${INBOUND_CONFIG}", &yaml_str(&self.inbound_config(&w)))
+            .replace("${INBOUND_CONFIG}", &yaml_str(&inbound))
             .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound))
             .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
             .replace("${PEER_CLUSTERS}\n", &clusters);
@@ -332,6 +348,12 @@ impl Demo {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// The process id of a workload's Envoy, for reading its memory.
+    pub fn envoy_pid(&self, name: &str) -> Option<u32> {
+        let i = self.workloads.iter().position(|w| w.name == name)?;
+        self.envoys.get(i).map(Child::id)
     }
 
     pub fn workload(&self, name: &str) -> &Workload {
