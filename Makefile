@@ -66,7 +66,7 @@ hardening: fuzz
 ## Rewrites the hardening tables in docs/ from what the tests observe (they fail when it is stale).
 hardening-docs: envoy test-wasm
 	cargo build -p actorchain-sts
-	ACTORCHAIN_WRITE_DOCS=1 cargo test -p actorchain --test attacks --test faults --test vm_failure
+	ACTORCHAIN_WRITE_DOCS=1 cargo test -p actorchain --test attacks --test faults --test vm_failure --test memory
 
 bench: envoy wasm-target
 	mkdir -p bench-results

@@ -44,7 +44,7 @@ async fn memory_stays_bounded_under_sustained_unique_traffic() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
     let paths = Paths::workspace(&root, "debug", work.path().to_path_buf());
-    let demo = Demo::start_tuned(paths, Tuning { shared_slots: Some(SLOTS) }).await.expect("demo topology starts");
+    let demo = Demo::start_tuned(paths, Tuning { shared_slots: Some(SLOTS), ..Tuning::default() }).await.expect("demo topology starts");
     let forge = Forge::read(&demo.dev, actorchain_sts::server::unix_now()).unwrap();
     let auth = format!("Bearer {}", forge.sign(&forge.header(), &forge.claims("memory")));
     let pid = demo.envoy_pid("investigation").unwrap();

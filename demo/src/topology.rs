@@ -88,6 +88,10 @@ pub struct Demo {
 pub struct Tuning {
     /// The filters' `shared_slots` (their default when `None`).
     pub shared_slots: Option<u32>,
+    /// The inbound filters' `jwks_refresh_seconds` (30 when `None`).
+    pub jwks_refresh_seconds: Option<u64>,
+    /// The STS's key rotation: `rotate_every_seconds` and `publish_lead_seconds`.
+    pub rotation: Option<(u64, u64)>,
 }
 
 impl Drop for Demo {
@@ -196,6 +200,13 @@ impl Demo {
         paths.check()?;
         let dev = paths.work.join("dev");
         dev::init(&dev, false)?;
+        if let Some((every, lead)) = tuning.rotation {
+            let toml = std::fs::read_to_string(dev.join("sts.toml")).map_err(|e| e.to_string())?;
+            let toml = toml
+                .replace("rotate_every_seconds = 86400", &format!("rotate_every_seconds = {every}"))
+                .replace("publish_lead_seconds = 600", &format!("publish_lead_seconds = {lead}"));
+            std::fs::write(dev.join("sts.toml"), toml).map_err(|e| e.to_string())?;
+        }
         let (sts_child, sts) = start_sts(&paths, &dev, &paths.work.join("sts.log"), ANY_PORT)?;
 
         let mut workloads = Vec::new();
@@ -231,7 +242,7 @@ impl Demo {
     fn inbound_config(&self, w: &Workload) -> Value {
         let mut c = json!({
             "mode": "inbound", "issuer": dev::STS_ISSUER, "audience": w.identity,
-            "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": 30,
+            "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": self.tuning.jwks_refresh_seconds.unwrap_or(30),
         });
         if w.name == "oncall" || w.name == "mcp-server" {
             // People arrive with their IdP's token at the session's entry point, and may call
