@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actorchain_demo::hostile::{self, der_signature, non_canonical_s, Forge, Row, P256_N};
 use actorchain_demo::scenario::tools_call;
-use actorchain_demo::topology::{Demo, Paths};
+use actorchain_demo::topology::{Demo, Paths, Tuning};
 use actorchain_sts::https_client::{Connection, Reply};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -80,7 +80,7 @@ fn token_cases(f: &Forge, canary: u16) -> Vec<Case> {
     let good = f.sign(&h, &c);
     let (hp, sig) = good.rsplit_once('.').unwrap();
     let sig_bytes = B64.decode(sig).unwrap();
-    let ed_sig = f.ed25519_signature(&h, &c);
+    let ed_sig = f.signature(&h, &c);
     let aud_refused = (Some(Expect(401, "audience_mismatch")), Some(Expect(400, "subject_not_addressed_to_agent")));
     let untrusted = deny("issuer_untrusted");
     let stranger_signed = |header: &Value| f.sign_text(&header.to_string(), &c.to_string(), &f.stranger);
@@ -579,40 +579,65 @@ async fn token_rows(demo: &Demo, f: &Forge, canary_port: u16) -> Vec<Row> {
     rows
 }
 
-/// ECDSA cases go to the STS as JWT-SVID actor tokens (SPIRE's ES256), with no client certificate
-/// so the JWT-SVID is the only proof of the workload.
-async fn ecdsa_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
-    let subject = f.sign(&f.header(), &f.claims("hostile-ecdsa"));
-    let header = json!({"alg": "ES256", "kid": f.svid_kid, "typ": "JWT"});
-    let claims = f.svid_claims("investigation");
-    let good = f.sign_text(&header.to_string(), &claims.to_string(), &f.svid_key);
+/// An ES256 token, and the same with each kind of broken ECDSA signature (the last is signed
+/// correctly but claims EdDSA). Every case but the first must be refused.
+fn ecdsa_cases(f: &Forge, header: &Value, claims: &Value, key: &actorchain_token::PrivateKey) -> Vec<(&'static str, &'static str, String)> {
+    let good = f.sign_text(&header.to_string(), &claims.to_string(), key);
     let sig = B64.decode(good.rsplit_once('.').unwrap().1).unwrap();
     let (r, s) = sig.split_at(32);
-    let with_sig = |sig: Vec<u8>| f.with_signature(&header, &claims, &sig);
-    let bad = Expect(400, "signature_invalid");
-    let cases = [
-        ("svid-baseline", "a valid ES256 JWT-SVID (control)", good.clone(), GRANTED),
-        ("ecdsa-r-zero", "ECDSA r = 0", with_sig([&[0; 32][..], s].concat()), bad),
-        ("ecdsa-s-zero", "ECDSA s = 0", with_sig([r, &[0; 32][..]].concat()), bad),
-        ("ecdsa-zero", "ECDSA r = s = 0", with_sig(vec![0; 64]), bad),
-        ("ecdsa-r-n", "ECDSA r = n", with_sig([&P256_N[..], s].concat()), bad),
-        ("ecdsa-s-n", "ECDSA s = n", with_sig([r, &P256_N[..]].concat()), bad),
-        ("ecdsa-s-max", "ECDSA s = 2^256 - 1", with_sig([r, &[0xff; 32][..]].concat()), bad),
-        ("ecdsa-der", "ECDSA signature in DER", with_sig(der_signature(&sig)), bad),
-        ("ecdsa-short", "ECDSA signature 63 bytes", with_sig(sig[..63].to_vec()), bad),
+    let with_sig = |sig: Vec<u8>| f.with_signature(header, claims, &sig);
+    vec![
+        ("ecdsa-baseline", "a valid ES256 token (control)", good.clone()),
+        ("ecdsa-r-zero", "ECDSA r = 0", with_sig([&[0; 32][..], s].concat())),
+        ("ecdsa-s-zero", "ECDSA s = 0", with_sig([r, &[0; 32][..]].concat())),
+        ("ecdsa-zero", "ECDSA r = s = 0", with_sig(vec![0; 64])),
+        ("ecdsa-r-n", "ECDSA r = n", with_sig([&P256_N[..], s].concat())),
+        ("ecdsa-s-n", "ECDSA s = n", with_sig([r, &P256_N[..]].concat())),
+        ("ecdsa-s-max", "ECDSA s = 2^256 - 1", with_sig([r, &[0xff; 32][..]].concat())),
+        ("ecdsa-der", "ECDSA signature in DER", with_sig(der_signature(&sig))),
+        ("ecdsa-short", "ECDSA signature 63 bytes", with_sig(sig[..63].to_vec())),
         (
             "ecdsa-alg-ed",
             "`alg: EdDSA` naming the ES256 key",
-            f.sign_text(&with(header.clone(), "alg", json!("EdDSA")).to_string(), &claims.to_string(), &f.svid_key),
-            Expect(400, "alg_key_mismatch"),
+            f.sign_text(&with(header.clone(), "alg", json!("EdDSA")).to_string(), &claims.to_string(), key),
         ),
-    ];
+    ]
+}
+
+fn ecdsa_expect(id: &str, status: u16, accepted: Expect) -> Expect {
+    match id {
+        "ecdsa-baseline" => accepted,
+        "ecdsa-alg-ed" => Expect(status, "alg_key_mismatch"),
+        _ => Expect(status, "signature_invalid"),
+    }
+}
+
+/// At the STS, as JWT-SVID actor tokens (SPIRE's ES256), with no client certificate so the
+/// JWT-SVID is the only proof of the workload.
+async fn ecdsa_sts_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
+    let subject = f.sign(&f.header(), &f.claims("hostile-ecdsa"));
+    let header = json!({"alg": "ES256", "kid": f.svid_kid, "typ": "JWT"});
     let mut conn = demo.sts_connection(None).await.unwrap();
     let mut rows = Vec::new();
-    for (id, attack, actor, expect) in cases {
+    for (id, attack, actor) in ecdsa_cases(f, &header, &f.svid_claims("investigation"), &f.svid_key) {
         let mut params = exchange_params(&subject);
         params.extend([("actor_token", actor.as_str()), ("actor_token_type", TT_JWT)]);
-        rows.push(row(id, attack, "STS", expect.show(), at_sts(&mut conn, &params).await));
+        let observed = at_sts(&mut conn, &params).await;
+        rows.push(row(id, &format!("{attack}, as JWT-SVID"), "STS", ecdsa_expect(id, 400, GRANTED).show(), observed));
+    }
+    rows
+}
+
+/// At the filter, against an STS that signs with ES256.
+async fn ecdsa_filter_rows(root: &std::path::Path) -> Vec<Row> {
+    let work = tempfile::tempdir().unwrap();
+    let tuning = Tuning { sts_alg: Some("ES256"), ..Tuning::default() };
+    let demo = Demo::start_tuned(Paths::workspace(root, "debug", work.path().to_path_buf()), tuning).await.expect("ES256 topology starts");
+    let f = Forge::read(&demo.dev, actorchain_sts::server::unix_now()).unwrap();
+    let mut rows = Vec::new();
+    for (id, attack, token) in ecdsa_cases(&f, &f.header(), &f.claims("hostile-ecdsa"), &f.sts_key) {
+        let observed = at_filter(&demo, &[format!("Bearer {token}").into_bytes()]).await;
+        rows.push(row(id, &format!("{attack}, from an ES256 STS"), "filter", ecdsa_expect(id, 401, ACCEPTED).show(), observed));
     }
     rows
 }
@@ -780,7 +805,8 @@ async fn every_attack_is_refused_for_the_named_reason() {
     let (canary_port, canary_hits) = canary();
 
     let mut rows = token_rows(&demo, &f, canary_port).await;
-    rows.extend(ecdsa_rows(&demo, &f).await);
+    rows.extend(ecdsa_sts_rows(&demo, &f).await);
+    rows.extend(ecdsa_filter_rows(&root).await);
     rows.extend(request_rows(&demo, &f).await);
     rows.push(nested_act_row(&demo, &f).await);
     rows.extend(revocation_rows(&demo, &f).await);

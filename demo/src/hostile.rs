@@ -42,7 +42,7 @@ impl Forge {
 
     /// The header an STS token carries.
     pub fn header(&self) -> Value {
-        json!({"alg": "EdDSA", "kid": self.sts_kid, "typ": "at+jwt"})
+        json!({"alg": self.sts_key.alg().as_str(), "kid": self.sts_kid, "typ": "at+jwt"})
     }
 
     /// Valid claims of a hop oncall-agent → investigation-agent for `sub` in session `sid`.
@@ -77,7 +77,8 @@ impl Forge {
         format!("{}.{}", signing_input(&header.to_string(), &claims.to_string()), B64.encode(sig))
     }
 
-    pub fn ed25519_signature(&self, header: &Value, claims: &Value) -> Vec<u8> {
+    /// The STS key's raw signature over `header` and `claims`.
+    pub fn signature(&self, header: &Value, claims: &Value) -> Vec<u8> {
         self.sts_key.sign(signing_input(&header.to_string(), &claims.to_string()).as_bytes())
     }
 

@@ -92,6 +92,8 @@ pub struct Tuning {
     pub jwks_refresh_seconds: Option<u64>,
     /// The STS's key rotation: `rotate_every_seconds` and `publish_lead_seconds`.
     pub rotation: Option<(u64, u64)>,
+    /// The STS's `signing.alg` (EdDSA when `None`).
+    pub sts_alg: Option<&'static str>,
 }
 
 impl Drop for Demo {
@@ -200,12 +202,18 @@ impl Demo {
         paths.check()?;
         let dev = paths.work.join("dev");
         dev::init(&dev, false)?;
+        let toml = std::fs::read_to_string(dev.join("sts.toml")).map_err(|e| e.to_string())?;
+        let mut tuned = toml.clone();
         if let Some((every, lead)) = tuning.rotation {
-            let toml = std::fs::read_to_string(dev.join("sts.toml")).map_err(|e| e.to_string())?;
-            let toml = toml
+            tuned = tuned
                 .replace("rotate_every_seconds = 86400", &format!("rotate_every_seconds = {every}"))
                 .replace("publish_lead_seconds = 600", &format!("publish_lead_seconds = {lead}"));
-            std::fs::write(dev.join("sts.toml"), toml).map_err(|e| e.to_string())?;
+        }
+        if let Some(alg) = tuning.sts_alg {
+            tuned = tuned.replace("alg = \"EdDSA\"", &format!("alg = \"{alg}\""));
+        }
+        if tuned != toml {
+            std::fs::write(dev.join("sts.toml"), tuned).map_err(|e| e.to_string())?;
         }
         let (sts_child, sts) = start_sts(&paths, &dev, &paths.work.join("sts.log"), ANY_PORT)?;
 
