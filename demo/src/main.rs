@@ -1,11 +1,79 @@
-//! `make demo`: the on-call scenario through real Envoy sidecars and the real STS, then three
-//! refusals, then everything it started is stopped.
+//! `make demo`: the on-call scenario through real Envoy sidecars and the real STS, then the
+//! refusals, a revocation and the ledger, then everything it started is stopped. The subcommands
+//! run the same pieces one per container (`docker-compose.yml`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use actorchain_demo::apps::{self, Next};
 use actorchain_demo::scenario::{self, chain, claims};
-use actorchain_demo::topology::{Demo, Paths, CHAIN};
+use actorchain_demo::topology::{render_pod_sidecars, Demo, Paths, CHAIN};
+use clap::{Parser, Subcommand};
 use serde_json::Value;
+
+#[derive(Parser)]
+#[command(about = "The on-call scenario through real Envoy sidecars and the real STS")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve one toy app: an agent that forwards to its next hop through its sidecar's egress,
+    /// or (with --mcp) the toy MCP server.
+    App {
+        /// The agent identity it reports.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        mcp: bool,
+        /// Its sidecar's egress listener.
+        #[arg(long, requires = "next_authority")]
+        next_egress: Option<SocketAddr>,
+        /// The next hop's name (its audience).
+        #[arg(long)]
+        next_authority: Option<String>,
+        #[arg(long, default_value = "/investigate")]
+        next_path: String,
+    },
+    /// Write each workload's Envoy configuration for a deployment where workloads reach each
+    /// other by DNS name (docker compose): ingress on 0.0.0.0:15000, egress 127.0.0.1:15001, the
+    /// app on 127.0.0.1:8080.
+    RenderSidecars {
+        /// The dev trust domain (`actorchain-sts dev init`), as the sidecars will see it.
+        #[arg(long)]
+        dev: PathBuf,
+        #[arg(long)]
+        template: PathBuf,
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The STS, host:port.
+        #[arg(long)]
+        sts: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The walk-through against a topology that is already running (docker compose).
+    Scenario {
+        #[arg(long)]
+        dev: PathBuf,
+        #[arg(long)]
+        sts: String,
+        /// Ingress of each workload: name=host:port, for oncall, investigation and mcp-server.
+        #[arg(long = "ingress", value_parser = parse_named)]
+        ingress: Vec<(String, String)>,
+        /// Egress listeners reachable from here (run inside the on-call workload's network).
+        #[arg(long = "egress", value_parser = parse_named)]
+        egress: Vec<(String, String)>,
+    },
+}
+
+fn parse_named(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(n, a)| (n.to_string(), a.to_string())).ok_or_else(|| format!("{s}: expected name=host:port"))
+}
 
 fn show_token(hop: &str, token: &str, now: u64) {
     let c = claims(token);
@@ -26,7 +94,7 @@ fn show_token(hop: &str, token: &str, now: u64) {
     println!("    exp   in {} s", exp.saturating_sub(now));
 }
 
-async fn run() -> Result<(), String> {
+async fn local() -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default();
     let paths = Paths::workspace(&root, "release", root.join(".work/demo"));
     println!("starting the STS and one Envoy sidecar per workload ({})", CHAIN.map(|(w, _)| w).join(", "));
@@ -34,9 +102,20 @@ async fn run() -> Result<(), String> {
     for w in &demo.workloads {
         println!("  {:<14} {:<20} ingress {}  egress {}  app {}", w.name, w.identity, w.ingress, w.egress, w.app);
     }
+    walkthrough(&demo).await?;
+    println!(
+        "\nSTS decisions: {}   sidecar configs and logs: {}",
+        root.join(".work/demo/sts.log").display(),
+        root.join(".work/demo/envoy").display()
+    );
+    println!("stopping everything");
+    Ok(())
+}
+
+async fn walkthrough(demo: &Demo) -> Result<(), String> {
     let person = demo.person_token("user1", "incidents:read repo:read repo:write", 600)?;
     println!("\nuser1 -> oncall-agent -> investigation-agent -> MCP server tools/call create_pr");
-    let run = scenario::oncall(&demo, &person, &[]).await?;
+    let run = scenario::oncall(demo, &person, &[]).await?;
     let now = actorchain_sts::server::unix_now();
     let hops = [
         "user1's token, as the on-call agent received it",
@@ -58,7 +137,7 @@ async fn run() -> Result<(), String> {
     }
 
     println!("\nrefusals");
-    for r in scenario::refusals(&demo, &run.tokens[1], &run.tokens[2]).await? {
+    for r in scenario::refusals(demo, &run.tokens[1], &run.tokens[2]).await? {
         let reason = ["actorchain_reason", "sts_reason", "reason"].iter().find_map(|k| r.body[*k].as_str()).unwrap_or("?");
         println!("  {}\n    -> HTTP {} {} ({})", r.what, r.status, r.body["error"].as_str().unwrap_or("?"), reason);
     }
@@ -67,7 +146,7 @@ async fn run() -> Result<(), String> {
     demo.revoke("session", &sid).await?;
     let started = std::time::Instant::now();
     let refused = loop {
-        let again = scenario::oncall(&demo, &person, &[]).await?;
+        let again = scenario::oncall(demo, &person, &[]).await?;
         if again.status != 200 || started.elapsed() > std::time::Duration::from_secs(5) {
             break again;
         }
@@ -88,18 +167,48 @@ async fn run() -> Result<(), String> {
     for line in demo.ledger_tree(&sid).await?.lines() {
         println!("  {line}");
     }
-    println!(
-        "\nSTS decisions: {}   sidecar configs and logs: {}",
-        root.join(".work/demo/sts.log").display(),
-        root.join(".work/demo/envoy").display()
-    );
-    println!("stopping everything");
     Ok(())
+}
+
+async fn attached(dev: PathBuf, sts: &str, ingress: Vec<(String, String)>, egress: Vec<(String, String)>) -> Result<(), String> {
+    let resolve = |hostport: String| async move {
+        tokio::net::lookup_host(&hostport).await.map_err(|e| format!("{hostport}: {e}"))?.next().ok_or(format!("{hostport}: no address"))
+    };
+    let (mut ins, mut outs) = (Vec::new(), Vec::new());
+    for (name, hostport) in ingress {
+        ins.push((name, resolve(hostport).await?));
+    }
+    for (name, hostport) in egress {
+        outs.push((name, resolve(hostport).await?));
+    }
+    let demo = Demo::attach(dev, resolve(sts.to_string()).await?, &ins, &outs)?;
+    walkthrough(&demo).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if let Err(e) = run().await {
+    let result = match Cli::parse().cmd {
+        None => local().await,
+        Some(Cmd::App { name, listen, mcp, next_egress, next_authority, next_path }) => {
+            let next = next_egress.zip(next_authority).map(|(egress, authority)| Next { egress, authority, path: next_path });
+            match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => {
+                    apps::serve(l, name, next, mcp).await;
+                    Ok(())
+                }
+                Err(e) => Err(format!("{listen}: {e}")),
+            }
+        }
+        Some(Cmd::RenderSidecars { dev, template, wasm, sts, out }) => {
+            render_pod_sidecars(&dev, &template, &wasm, &sts, &out).map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            })
+        }
+        Some(Cmd::Scenario { dev, sts, ingress, egress }) => attached(dev, &sts, ingress, egress).await,
+    };
+    if let Err(e) = result {
         eprintln!("demo failed: {e}");
         std::process::exit(1);
     }

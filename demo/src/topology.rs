@@ -141,6 +141,189 @@ static_resources:
     )
 }
 
+/// Where a listener or cluster points: an IP (Envoy's STATIC clusters) or a DNS name
+/// (STRICT_DNS, as in docker compose).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub dns: bool,
+}
+
+impl Endpoint {
+    pub fn ip(host: &str, port: u16) -> Endpoint {
+        Endpoint { host: host.into(), port, dns: false }
+    }
+
+    pub fn dns(host: &str, port: u16) -> Endpoint {
+        Endpoint { host: host.into(), port, dns: true }
+    }
+
+    fn cluster_type(&self) -> &'static str {
+        if self.dns {
+            "STRICT_DNS"
+        } else {
+            "STATIC"
+        }
+    }
+}
+
+/// Everything one workload's sidecar configuration depends on.
+#[derive(Debug, Clone)]
+pub struct SidecarSpec {
+    /// The dev trust domain: SVIDs, bundle, the IdP's keys.
+    pub dev: PathBuf,
+    pub wasm: PathBuf,
+    pub workload: &'static str,
+    pub identity: &'static str,
+    /// Where the mTLS ingress listens.
+    pub ingress: Endpoint,
+    /// The app's egress listener and the app itself, on the workload's loopback.
+    pub egress_port: u16,
+    pub app_port: u16,
+    pub sts: Endpoint,
+    /// The next hop: workload, identity, ingress.
+    pub next: Option<(&'static str, &'static str, Endpoint)>,
+    pub tuning: Tuning,
+}
+
+/// The inbound plugin configuration of a workload: people may enter at the on-call agent and
+/// the MCP server; the MCP server's rules are the on-call policy.
+pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
+    let mut c = json!({
+        "mode": "inbound", "issuer": dev::STS_ISSUER, "audience": spec.identity,
+        "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": spec.tuning.jwks_refresh_seconds.unwrap_or(30),
+    });
+    if spec.workload == "oncall" || spec.workload == "mcp-server" {
+        // People arrive with their IdP's token at the session's entry point, and may call
+        // the MCP server directly where a rule lets them.
+        let jwks: Value =
+            serde_json::from_str(&std::fs::read_to_string(spec.dev.join("idp-jwks.json")).unwrap_or_default()).unwrap_or_default();
+        c["people"] = json!([{"issuer": dev::IDP_ISSUER, "jwks": jwks}]);
+    }
+    if spec.workload == "mcp-server" {
+        c["mcp"] = json!({"path_prefix": "/mcp"});
+        c["rules"] = json!([
+            // Opening a PR: only for work an on-call engineer (user1, user2) started, through the on-call
+            // agent, with the investigation agent calling.
+            {"id": "create-pr", "mcp_method": "tools/call", "name": "create_pr", "scopes": ["repo:write"],
+             "originators": ["user1", "user2"], "actors": ["investigation-agent"], "chain_includes": ["oncall-agent"]},
+            {"id": "read-metrics", "mcp_method": "tools/call", "name": "read_metrics", "scopes": ["metrics:read"],
+             "actors": ["monitoring-agent", "investigation-agent"]},
+            // Listing incidents: people may do that themselves.
+            {"id": "list-incidents", "mcp_method": "tools/call", "name": "list_incidents", "scopes": ["incidents:read"], "people_directly": true}
+        ]);
+    }
+    if let Some(n) = spec.tuning.shared_slots {
+        c["shared_slots"] = json!(n);
+    }
+    c
+}
+
+pub fn outbound_plugin(spec: &SidecarSpec) -> Value {
+    let destinations = match &spec.next {
+        Some((_, identity, _)) => json!({ *identity: identity }),
+        None => json!({}),
+    };
+    let mut c =
+        json!({"mode": "outbound", "agent": spec.identity, "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": destinations});
+    if let Some(n) = spec.tuning.shared_slots {
+        c["shared_slots"] = json!(n);
+    }
+    c
+}
+
+/// How the STS is started, here and in `docker-compose.yml`.
+pub fn sts_args(config: &Path, listen: &str, admin_listen: &str) -> Vec<String> {
+    let config = config.display().to_string();
+    ["serve", "--config", &config, "--listen", listen, "--admin-listen", admin_listen].map(String::from).to_vec()
+}
+
+/// How a sidecar's Envoy is started, here and in `docker-compose.yml` (one worker: the demo's
+/// load is small, and the figures in the benchmarks are per worker).
+pub fn envoy_args(config: &Path) -> Vec<String> {
+    let config = config.display().to_string();
+    ["-c", &config, "--disable-hot-restart", "--concurrency", "1"].map(String::from).to_vec()
+}
+
+/// Ports of a workload when it has a network of its own (a container, a pod): the mTLS ingress
+/// on every interface, the egress and the app on loopback.
+pub const POD_INGRESS_PORT: u16 = 15000;
+pub const POD_EGRESS_PORT: u16 = 15001;
+pub const POD_APP_PORT: u16 = 8080;
+
+/// Writes `<out>/<workload>.yaml` for each workload of the chain, for workloads that reach each
+/// other and the STS (`sts`, host:port) by DNS name, as in docker compose. Returns the files.
+pub fn render_pod_sidecars(dev: &Path, template: &Path, wasm: &Path, sts: &str, out: &Path) -> Result<Vec<PathBuf>, String> {
+    let (host, port) = sts.rsplit_once(':').ok_or_else(|| format!("{sts}: expected host:port"))?;
+    let sts = Endpoint::dns(host, port.parse().map_err(|_| format!("{sts}: bad port"))?);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut files = Vec::new();
+    for (i, (name, identity)) in CHAIN.iter().enumerate() {
+        let spec = SidecarSpec {
+            dev: dev.to_path_buf(),
+            wasm: wasm.to_path_buf(),
+            workload: name,
+            identity,
+            ingress: Endpoint::ip("0.0.0.0", POD_INGRESS_PORT),
+            egress_port: POD_EGRESS_PORT,
+            app_port: POD_APP_PORT,
+            sts: sts.clone(),
+            next: CHAIN.get(i + 1).map(|(n, id)| (*n, *id, Endpoint::dns(n, POD_INGRESS_PORT))),
+            tuning: Tuning::default(),
+        };
+        let file = out.join(format!("{name}.yaml"));
+        std::fs::write(&file, render_sidecar(template, &spec)?).map_err(|e| format!("{}: {e}", file.display()))?;
+        files.push(file);
+    }
+    Ok(files)
+}
+
+/// Fills the sidecar template (`envoy/sidecar.yaml`) for one workload.
+pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, String> {
+    let svid = spec.dev.join(format!("svid/{}.pem", spec.workload));
+    let svid_key = spec.dev.join(format!("svid/{}-key.pem", spec.workload));
+    let bundle = spec.dev.join("bundle.pem");
+    let (vhosts, clusters) = match &spec.next {
+        Some((name, identity, at)) => {
+            let cluster = format!("peer-{identity}");
+            let vhost = json!({"name": identity, "domains": [identity, format!("{identity}:*")],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]});
+            let peer = json!({
+                "name": cluster, "type": at.cluster_type(), "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": at.host, "port_value": at.port}}}}]}]},
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "common_tls_context": {
+                        "tls_certificates": [{"certificate_chain": {"filename": svid}, "private_key": {"filename": svid_key}}],
+                        "validation_context": {"trusted_ca": {"filename": bundle},
+                            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": dev::workload_id(name)}}]}}}}
+            });
+            (format!("            - {vhost}\n"), format!("  - {peer}\n"))
+        }
+        None => (String::new(), String::new()),
+    };
+    let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
+    let template = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
+    Ok(template
+        .replace("${ADMIN_PORT}", "0")
+        .replace("${INGRESS_ADDRESS}", &spec.ingress.host)
+        .replace("${INGRESS_PORT}", &spec.ingress.port.to_string())
+        .replace("${EGRESS_PORT}", &spec.egress_port.to_string())
+        .replace("${APP_PORT}", &spec.app_port.to_string())
+        .replace("${STS_CLUSTER_TYPE}", spec.sts.cluster_type())
+        .replace("${STS_ADDRESS}", &spec.sts.host)
+        .replace("${STS_PORT}", &spec.sts.port.to_string())
+        .replace("${SVID}", &svid.display().to_string())
+        .replace("${SVID_KEY}", &svid_key.display().to_string())
+        .replace("${BUNDLE}", &bundle.display().to_string())
+        .replace("${WASM}", &spec.wasm.display().to_string())
+        .replace("${INBOUND_CONFIG}", &yaml_str(&inbound_plugin(spec)))
+        .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound_plugin(spec)))
+        .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
+        .replace("${PEER_CLUSTERS}\n", &clusters))
+}
+
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 fn free_port() -> Result<u16, String> {
@@ -151,11 +334,7 @@ fn free_port() -> Result<u16, String> {
 /// lines go to `log`.
 pub fn start_sts(paths: &Paths, dev: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr), String> {
     let mut child = Command::new(&paths.sts_bin)
-        .args(["serve", "--config"])
-        .arg(dev.join("sts.toml"))
-        .arg("--listen")
-        .arg(listen.to_string())
-        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(sts_args(&dev.join("sts.toml"), &listen.to_string(), "127.0.0.1:0"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -247,81 +426,22 @@ impl Demo {
         Ok(demo)
     }
 
-    fn inbound_config(&self, w: &Workload) -> Value {
-        let mut c = json!({
-            "mode": "inbound", "issuer": dev::STS_ISSUER, "audience": w.identity,
-            "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": self.tuning.jwks_refresh_seconds.unwrap_or(30),
-        });
-        if w.name == "oncall" || w.name == "mcp-server" {
-            // People arrive with their IdP's token at the session's entry point, and may call
-            // the MCP server directly where a rule lets them.
-            let jwks: Value =
-                serde_json::from_str(&std::fs::read_to_string(self.dev.join("idp-jwks.json")).unwrap_or_default()).unwrap_or_default();
-            c["people"] = json!([{"issuer": dev::IDP_ISSUER, "jwks": jwks}]);
-        }
-        if w.name == "mcp-server" {
-            c["mcp"] = json!({"path_prefix": "/mcp"});
-            c["rules"] = json!([
-                // Opening a PR: only for work an on-call engineer (user1, user2) started, through the on-call
-                // agent, with the investigation agent calling.
-                {"id": "create-pr", "mcp_method": "tools/call", "name": "create_pr", "scopes": ["repo:write"],
-                 "originators": ["user1", "user2"], "actors": ["investigation-agent"], "chain_includes": ["oncall-agent"]},
-                {"id": "read-metrics", "mcp_method": "tools/call", "name": "read_metrics", "scopes": ["metrics:read"],
-                 "actors": ["monitoring-agent", "investigation-agent"]},
-                // Listing incidents: people may do that themselves.
-                {"id": "list-incidents", "mcp_method": "tools/call", "name": "list_incidents", "scopes": ["incidents:read"], "people_directly": true}
-            ]);
-        }
-        c
-    }
-
     fn start_envoy(&mut self, i: usize) -> Result<SocketAddr, String> {
         let w = self.workloads[i].clone();
         let next = self.workloads.get(i + 1).cloned();
-        let svid = self.dev.join(format!("svid/{}.pem", w.name));
-        let svid_key = self.dev.join(format!("svid/{}-key.pem", w.name));
-        let bundle = self.dev.join("bundle.pem");
-        let (vhosts, clusters, destinations) = match &next {
-            Some(n) => {
-                let cluster = format!("peer-{}", n.identity);
-                let vhost = json!({"name": n.identity, "domains": [n.identity, format!("{}:*", n.identity)],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]});
-                let peer = json!({
-                    "name": cluster, "type": "STATIC", "connect_timeout": "1s",
-                    "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": n.ingress.port()}}}}]}]},
-                    "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                        "common_tls_context": {
-                            "tls_certificates": [{"certificate_chain": {"filename": svid}, "private_key": {"filename": svid_key}}],
-                            "validation_context": {"trusted_ca": {"filename": bundle},
-                                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": dev::workload_id(n.name)}}]}}}}
-                });
-                (format!("            - {vhost}\n"), format!("  - {peer}\n"), json!({ n.identity: n.identity }))
-            }
-            None => (String::new(), String::new(), json!({})),
+        let spec = SidecarSpec {
+            dev: self.dev.clone(),
+            wasm: self.paths.wasm.clone(),
+            workload: w.name,
+            identity: w.identity,
+            ingress: Endpoint::ip("127.0.0.1", w.ingress.port()),
+            egress_port: w.egress.port(),
+            app_port: w.app.port(),
+            sts: Endpoint::ip("127.0.0.1", self.sts.port()),
+            next: next.map(|n| (n.name, n.identity, Endpoint::ip("127.0.0.1", n.ingress.port()))),
+            tuning: self.tuning.clone(),
         };
-        let mut outbound =
-            json!({"mode": "outbound", "agent": w.identity, "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": destinations});
-        let mut inbound = self.inbound_config(&w);
-        if let Some(n) = self.tuning.shared_slots {
-            (outbound["shared_slots"], inbound["shared_slots"]) = (json!(n), json!(n));
-        }
-        let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
-        let template = std::fs::read_to_string(&self.paths.template).map_err(|e| e.to_string())?;
-        let config = template
-            .replace("${ADMIN_PORT}", "0")
-            .replace("${INGRESS_PORT}", &w.ingress.port().to_string())
-            .replace("${EGRESS_PORT}", &w.egress.port().to_string())
-            .replace("${APP_PORT}", &w.app.port().to_string())
-            .replace("${STS_PORT}", &self.sts.port().to_string())
-            .replace("${SVID}", &svid.display().to_string())
-            .replace("${SVID_KEY}", &svid_key.display().to_string())
-            .replace("${BUNDLE}", &bundle.display().to_string())
-            .replace("${WASM}", &self.paths.wasm.display().to_string())
-            .replace("${INBOUND_CONFIG}", &yaml_str(&inbound))
-            .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound))
-            .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
-            .replace("${PEER_CLUSTERS}\n", &clusters);
+        let config = render_sidecar(&self.paths.template, &spec)?;
         let dir = self.paths.work.join("envoy");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let cfg_path = dir.join(format!("{}.yaml", w.name));
@@ -330,9 +450,8 @@ impl Demo {
         let _ = std::fs::remove_file(&admin_path);
         let log = std::fs::File::create(dir.join(format!("{}.log", w.name))).map_err(|e| e.to_string())?;
         let child = Command::new(&self.paths.envoy)
-            .arg("-c")
-            .arg(&cfg_path)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info", "--admin-address-path"])
+            .args(envoy_args(&cfg_path))
+            .args(["-l", "info", "--admin-address-path"])
             .arg(&admin_path)
             .stdout(Stdio::null())
             .stderr(log)
@@ -459,6 +578,34 @@ impl Demo {
         let r = conn.request("GET", &format!("/admin/ledger?sid={sid}"), &[], Vec::new()).await?;
         let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
         Ok(v["tree"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// A topology someone else started (docker compose): the dev trust domain as mounted here,
+    /// the STS, each workload's ingress and the egress listeners reachable from here (others,
+    /// and the apps, are inside their workloads: port 0, unreachable). Nothing is started or stopped.
+    pub fn attach(
+        dev: PathBuf,
+        sts: SocketAddr,
+        ingress: &[(String, SocketAddr)],
+        egress: &[(String, SocketAddr)],
+    ) -> Result<Demo, String> {
+        let inside = SocketAddr::from(([127, 0, 0, 1], 0));
+        let find = |list: &[(String, SocketAddr)], name: &str| list.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
+        let mut workloads = Vec::new();
+        for (name, identity) in CHAIN {
+            let at = find(ingress, name).ok_or(format!("no --ingress for {name}"))?;
+            workloads.push(Workload {
+                name,
+                identity,
+                app: inside,
+                ingress: at,
+                egress: find(egress, name).unwrap_or(inside),
+                admin: None,
+            });
+        }
+        let none = PathBuf::new();
+        let paths = Paths { sts_bin: none.clone(), envoy: none.clone(), wasm: none.clone(), template: none, work: dev.clone() };
+        Ok(Demo { dev, sts, workloads, sts_child: std::sync::Mutex::new(None), envoys: Vec::new(), paths, tuning: Tuning::default() })
     }
 
     /// Starts the STS again where the sidecars expect it, on the same state.

@@ -1,0 +1,92 @@
+//! The deployment files, checked without a container engine: `docker-compose.yml` through a
+//! real compose implementation (Debian's `docker-compose`, `config`), its services against what
+//! `make demo` runs, and the sidecar configurations it renders through Envoy's own validator.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use actorchain_demo::topology::{envoy_args, render_pod_sidecars, sts_args, Paths, CHAIN, POD_APP_PORT, POD_EGRESS_PORT, POD_INGRESS_PORT};
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The compose file as `docker-compose config` resolves it (anchors merged, defaults applied).
+fn compose_config() -> Yaml {
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(root().join("docker-compose.yml"))
+        .arg("config")
+        .output()
+        .expect("docker-compose (Debian's package; `make test` installs it)");
+    assert!(out.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&out.stderr));
+    YamlLoader::load_from_str(&String::from_utf8_lossy(&out.stdout)).unwrap().remove(0)
+}
+
+fn command(service: &Yaml) -> Vec<String> {
+    service["command"].as_vec().unwrap_or(&Vec::new()).iter().filter_map(|a| a.as_str().map(String::from)).collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn compose_runs_the_demo_topology_with_the_demos_commands() {
+    let c = compose_config();
+    let services = &c["services"];
+    let envoy_version = std::fs::read_to_string(root().join("Makefile"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION := ").map(String::from))
+        .unwrap();
+
+    // The STS exactly as the demo starts it, on the container's interfaces.
+    let mut sts = vec!["actorchain-sts".to_string()];
+    sts.extend(sts_args(Path::new("/domain/sts.toml"), "0.0.0.0:8443", "0.0.0.0:8444"));
+    assert_eq!(command(&services["sts"]), sts);
+
+    for (i, (name, identity)) in CHAIN.iter().enumerate() {
+        // Each sidecar: the official Envoy image at the version the tests run, started as the demo starts it.
+        let envoy = &services[*name];
+        assert_eq!(envoy["image"].as_str(), Some(format!("envoyproxy/envoy:v{envoy_version}").as_str()), "{name}");
+        let mut args = vec!["envoy".to_string()];
+        args.extend(envoy_args(&PathBuf::from(format!("/domain/envoy/{name}.yaml"))));
+        assert_eq!(command(envoy), args, "{name}");
+        // Its app shares its network, as in a pod, and talks to the next hop through the egress.
+        let app = &services[format!("{name}-app").as_str()];
+        assert_eq!(app["network_mode"].as_str(), Some(format!("service:{name}").as_str()));
+        let mut want = strings(&["actorchain-demo", "app", "--name", identity, "--listen", &format!("127.0.0.1:{POD_APP_PORT}")]);
+        match CHAIN.get(i + 1) {
+            Some((next, next_id)) => {
+                let path = if *next == "mcp-server" { "/mcp" } else { "/investigate" };
+                let egress = format!("127.0.0.1:{POD_EGRESS_PORT}");
+                want.extend(strings(&["--next-egress", &egress, "--next-authority", next_id, "--next-path", path]));
+            }
+            None => want.push("--mcp".into()),
+        }
+        assert_eq!(command(app), want, "{name}-app");
+    }
+    let init = command(&services["init"]).join(" ");
+    assert!(init.contains("actorchain-demo render-sidecars") && init.contains("--sts sts:8443"), "{init}");
+    assert!(command(&services["scenario"]).contains(&format!("oncall=oncall:{POD_INGRESS_PORT}")));
+}
+
+#[test]
+fn the_sidecars_compose_renders_pass_envoys_validation() {
+    let paths = Paths::workspace(&root(), "debug", PathBuf::new());
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("domain");
+    actorchain_sts::dev::init(&dev, false).unwrap();
+    let files = render_pod_sidecars(&dev, &paths.template, &paths.wasm, "sts:8443", &dir.path().join("envoy")).unwrap();
+    assert_eq!(files.len(), CHAIN.len());
+    for f in files {
+        let out = Command::new(&paths.envoy).args(["--mode", "validate"]).args(envoy_args(&f)).output().unwrap();
+        let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && log.contains("OK"), "{}: {log}", f.display());
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Reached by name, not by loopback address, and listening beyond loopback.
+        assert!(text.contains("type: STRICT_DNS") && text.contains("address: sts,") && text.contains("address: 0.0.0.0"), "{text}");
+    }
+}
