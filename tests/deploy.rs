@@ -90,3 +90,78 @@ fn the_sidecars_compose_renders_pass_envoys_validation() {
         assert!(text.contains("type: STRICT_DNS") && text.contains("address: sts,") && text.contains("address: 0.0.0.0"), "{text}");
     }
 }
+
+/// A YAML value as JSON, for handing a manifest's embedded configuration to our own parsers.
+fn json(y: &Yaml) -> serde_json::Value {
+    match y {
+        Yaml::Hash(h) => serde_json::Value::Object(
+            h.iter().map(|(k, v)| (k.as_str().map(String::from).unwrap_or_else(|| format!("{k:?}")), json(v))).collect(),
+        ),
+        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(json).collect()),
+        Yaml::String(s) => s.clone().into(),
+        Yaml::Integer(i) => (*i).into(),
+        Yaml::Boolean(b) => (*b).into(),
+        Yaml::Real(r) => r.parse::<f64>().map(serde_json::Value::from).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn manifests(file: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&std::fs::read_to_string(root().join("deploy/istio").join(file)).unwrap()).unwrap()
+}
+
+#[test]
+fn istio_manifests_pass_the_published_schemas() {
+    let files: Vec<PathBuf> = ["sts.yaml", "mesh.yaml", "wasmplugins.yaml"].iter().map(|f| root().join("deploy/istio").join(f)).collect();
+    let out = Command::new("node")
+        .arg(root().join("deploy/validate/validate.mjs"))
+        .args(&files)
+        .output()
+        .expect("node (the machine's Node.js; `make test` installs the schema packages)");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn istio_manifests_hold_configurations_our_parsers_accept() {
+    let sts = manifests("sts.yaml");
+    let cm = sts.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["sts.toml", "registry.toml"] {
+        std::fs::write(dir.path().join(name), cm["data"][name].as_str().unwrap()).unwrap();
+    }
+    let cfg = actorchain_sts::config::Config::load(&dir.path().join("sts.toml")).unwrap();
+    let registry = actorchain_sts::registry::Registry::parse(cm["data"]["registry.toml"].as_str().unwrap()).unwrap();
+    // The Service the plugins name as their STS cluster is the one deployed.
+    let svc = sts.iter().find(|d| d["kind"].as_str() == Some("Service")).unwrap();
+    let cluster = format!(
+        "outbound|{}||{}.{}.svc.cluster.local",
+        svc["spec"]["ports"][0]["port"].as_i64().unwrap(),
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap()
+    );
+    let sts_pod = &sts.iter().find(|d| d["kind"].as_str() == Some("StatefulSet")).unwrap()["spec"]["template"];
+    assert_eq!(
+        sts_pod["metadata"]["annotations"]["sidecar.istio.io/inject"].as_str(),
+        Some("false"),
+        "the STS sees callers' certificates itself"
+    );
+
+    for p in manifests("wasmplugins.yaml") {
+        let name = p["metadata"]["name"].as_str().unwrap().to_string();
+        assert_eq!(p["spec"]["failStrategy"].as_str(), Some("FAIL_CLOSE"), "{name}");
+        let plugin = json(&p["spec"]["pluginConfig"]);
+        actorchain::config::Config::parse(plugin.to_string().as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mode = p["spec"]["match"][0]["mode"].as_str().unwrap();
+        assert_eq!((mode, plugin["mode"].as_str().unwrap()), (mode, if mode == "SERVER" { "inbound" } else { "outbound" }), "{name}");
+        assert_eq!(plugin["sts"]["cluster"].as_str(), Some(cluster.as_str()), "{name}");
+        if mode == "SERVER" {
+            assert_eq!(plugin["issuer"].as_str(), Some(cfg.issuer.as_str()), "{name}");
+        } else {
+            // The agent exists in the registry and may call every audience it is configured for.
+            let agent = registry.agent(plugin["agent"].as_str().unwrap()).unwrap_or_else(|| panic!("{name}: agent not registered"));
+            for audience in plugin["destinations"].as_object().unwrap().values() {
+                assert!(agent.audiences.iter().any(|a| a == audience.as_str().unwrap()), "{name}: {audience}");
+            }
+        }
+    }
+}

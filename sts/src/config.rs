@@ -31,7 +31,9 @@ pub struct Config {
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
     pub tls: TlsConfig,
-    pub jwt_svid: JwtSvidConfig,
+    /// Where SPIRE publishes JWT-SVID keys; without it, workloads authenticate with their
+    /// X.509-SVID only (Istio issues no JWT-SVIDs).
+    pub jwt_svid: Option<JwtSvidConfig>,
     #[serde(default)]
     pub signing: SigningConfig,
     #[serde(default)]
@@ -145,7 +147,9 @@ impl Config {
         abs(&mut cfg.tls.cert);
         abs(&mut cfg.tls.key);
         abs(&mut cfg.tls.trust_bundle);
-        abs(&mut cfg.jwt_svid.bundle);
+        if let Some(j) = cfg.jwt_svid.as_mut() {
+            abs(&mut j.bundle);
+        }
         if let Some(k) = cfg.signing.keys_file.as_mut() {
             abs(k);
         }

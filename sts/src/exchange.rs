@@ -41,7 +41,8 @@ pub struct Verifiers<'a> {
 pub struct SvidTrust {
     pub trust_domain: String,
     pub keys: KeySet,
-    /// `aud` a JWT-SVID must carry to be accepted here: the STS's own identity.
+    /// `aud` a JWT-SVID must carry to be accepted here: the STS's own identity. No keys: no
+    /// JWT-SVID is accepted.
     pub audience: String,
     pub window: TimeWindow,
 }
@@ -125,6 +126,13 @@ pub fn authenticate(peer: Option<&str>, actor_token: Option<&str>, svid: &SvidTr
 }
 
 fn verify_jwt_svid(token: &str, svid: &SvidTrust, now: u64) -> Result<String, ExchangeError> {
+    if svid.keys.is_empty() {
+        return Err(ExchangeError::new(
+            OAuthCode::InvalidClient,
+            "jwt_svid_not_accepted",
+            "this STS trusts no JWT-SVID keys: present an X.509-SVID as TLS client certificate",
+        ));
+    }
     let bad = |e: TokenError| ExchangeError::bad_token("actor_token (JWT-SVID)", e);
     let u = Unverified::parse(token, TypRule::JwtOrAbsent).map_err(bad)?;
     let c: SvidClaims = u.claims().map_err(bad)?;
@@ -424,6 +432,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn without_jwt_svid_trust_only_the_certificate_authenticates() {
+        let none = SvidTrust { trust_domain: "td".into(), keys: KeySet::default(), audience: String::new(), window: TimeWindow::default() };
+        assert_eq!(authenticate(None, Some("a.b.c"), &none, 0).unwrap_err().reason, "jwt_svid_not_accepted");
+        assert_eq!(authenticate(Some("spiffe://td/w"), None, &none, 0).unwrap(), "spiffe://td/w");
     }
 
     #[test]

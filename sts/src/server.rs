@@ -355,7 +355,8 @@ fn key_state(ring: KeyRing) -> KeyState {
 }
 
 fn watched_files(cfg: &Config) -> Vec<PathBuf> {
-    let mut v = vec![cfg.registry.clone(), cfg.jwt_svid.bundle.clone()];
+    let mut v = vec![cfg.registry.clone()];
+    v.extend(cfg.jwt_svid.as_ref().map(|j| j.bundle.clone()));
     v.extend(cfg.people.iter().filter_map(|p| p.jwks_file.clone()));
     v
 }
@@ -434,8 +435,8 @@ pub async fn follow_jwks_urls(sts: Arc<Sts>) {
 fn load_svid_trust(cfg: &Config) -> Result<SvidTrust, String> {
     Ok(SvidTrust {
         trust_domain: cfg.tls.trust_domain.clone(),
-        keys: read_keyset(&cfg.jwt_svid.bundle)?,
-        audience: cfg.jwt_svid.audience.clone(),
+        keys: cfg.jwt_svid.as_ref().map(|j| read_keyset(&j.bundle)).transpose()?.unwrap_or_default(),
+        audience: cfg.jwt_svid.as_ref().map(|j| j.audience.clone()).unwrap_or_default(),
         window: TimeWindow { leeway_secs: cfg.leeway_seconds },
     })
 }
