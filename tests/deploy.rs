@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use actorchain_demo::topology::{envoy_args, render_pod_sidecars, sts_args, Paths, CHAIN, POD_APP_PORT, POD_EGRESS_PORT, POD_INGRESS_PORT};
+use actorchain_demo::topology::{
+    envoy_args, render_pod_sidecars, sts_args, CertSource, Paths, CHAIN, POD_APP_PORT, POD_EGRESS_PORT, POD_INGRESS_PORT,
+};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
@@ -74,20 +76,26 @@ fn compose_runs_the_demo_topology_with_the_demos_commands() {
 }
 
 #[test]
-fn the_sidecars_compose_renders_pass_envoys_validation() {
+fn rendered_sidecars_pass_envoys_validation_with_files_and_with_spire() {
     let paths = Paths::workspace(&root(), "debug", PathBuf::new());
     let dir = tempfile::tempdir().unwrap();
     let dev = dir.path().join("domain");
     actorchain_sts::dev::init(&dev, false).unwrap();
-    let files = render_pod_sidecars(&dev, &paths.template, &paths.wasm, "sts:8443", &dir.path().join("envoy")).unwrap();
-    assert_eq!(files.len(), CHAIN.len());
-    for f in files {
-        let out = Command::new(&paths.envoy).args(["--mode", "validate"]).args(envoy_args(&f)).output().unwrap();
-        let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && log.contains("OK"), "{}: {log}", f.display());
-        let text = std::fs::read_to_string(&f).unwrap();
-        // Reached by name, not by loopback address, and listening beyond loopback.
-        assert!(text.contains("type: STRICT_DNS") && text.contains("address: sts,") && text.contains("address: 0.0.0.0"), "{text}");
+    let spire = CertSource::SpireAgent(PathBuf::from("/run/spire/sockets/agent.sock"));
+    for (kind, certs) in [("files", CertSource::Files), ("spire", spire)] {
+        let files = render_pod_sidecars(&dev, &paths.template, &paths.wasm, "sts:8443", &certs, &dir.path().join(kind)).unwrap();
+        assert_eq!(files.len(), CHAIN.len());
+        for f in files {
+            let out = Command::new(&paths.envoy).args(["--mode", "validate"]).args(envoy_args(&f)).output().unwrap();
+            let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && log.contains("OK"), "{}: {log}", f.display());
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Reached by name, not by loopback address, and listening beyond loopback.
+            assert!(text.contains("type: STRICT_DNS") && text.contains("address: sts,") && text.contains("address: 0.0.0.0"), "{text}");
+            let sds = text.contains("tls_certificate_sds_secret_configs") && text.contains("\"name\":\"spiffe://actorchain.dev\"");
+            assert_eq!(sds, kind == "spire", "{kind}: {text}");
+            assert_eq!(text.contains("svid/"), kind == "files", "{kind}: no key file in a SPIRE configuration");
+        }
     }
 }
 

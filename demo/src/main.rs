@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use actorchain_demo::apps::{self, Next};
 use actorchain_demo::scenario::{self, chain, claims};
-use actorchain_demo::topology::{render_pod_sidecars, Demo, Paths, CHAIN};
+use actorchain_demo::topology::{render_pod_sidecars, CertSource, Demo, Paths, CHAIN};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
@@ -55,6 +55,10 @@ enum Cmd {
         sts: String,
         #[arg(long)]
         out: PathBuf,
+        /// Take the SVID and bundle from the SPIRE agent (SDS on this Unix socket) instead of
+        /// the dev trust domain's files.
+        #[arg(long)]
+        spire_agent_socket: Option<PathBuf>,
     },
     /// The walk-through against a topology that is already running (docker compose).
     Scenario {
@@ -199,8 +203,9 @@ async fn main() {
                 Err(e) => Err(format!("{listen}: {e}")),
             }
         }
-        Some(Cmd::RenderSidecars { dev, template, wasm, sts, out }) => {
-            render_pod_sidecars(&dev, &template, &wasm, &sts, &out).map(|files| {
+        Some(Cmd::RenderSidecars { dev, template, wasm, sts, out, spire_agent_socket }) => {
+            let certs = spire_agent_socket.map_or(CertSource::Files, CertSource::SpireAgent);
+            render_pod_sidecars(&dev, &template, &wasm, &sts, &certs, &out).map(|files| {
                 for f in files {
                     println!("{}", f.display());
                 }

@@ -185,7 +185,69 @@ pub struct SidecarSpec {
     /// The next hop: workload, identity, ingress.
     pub next: Option<(&'static str, &'static str, Endpoint)>,
     pub tuning: Tuning,
+    pub certs: CertSource,
 }
+
+/// Where a sidecar gets its X.509-SVID and the trust bundle.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// PEM files of the dev trust domain (`svid/<workload>.pem`, `bundle.pem`).
+    Files,
+    /// The SPIRE agent's SDS API on its Unix socket: the SVID by the workload's SPIFFE ID, the
+    /// bundle by the trust domain's.
+    SpireAgent(PathBuf),
+}
+
+impl CertSource {
+    /// `common_tls_context` for `workload`, checking the peer is `peer` (a SPIFFE ID) if given.
+    fn tls_context(&self, dev: &Path, workload: &str, peer: Option<&str>) -> Value {
+        let san = |v: &mut Value| {
+            if let Some(p) = peer {
+                v["match_typed_subject_alt_names"] = json!([{"san_type": "URI", "matcher": {"exact": p}}]);
+            }
+        };
+        match self {
+            CertSource::Files => {
+                let mut validation = json!({"trusted_ca": {"filename": dev.join("bundle.pem")}});
+                san(&mut validation);
+                json!({
+                    "tls_certificates": [{"certificate_chain": {"filename": dev.join(format!("svid/{workload}.pem"))},
+                                          "private_key": {"filename": dev.join(format!("svid/{workload}-key.pem"))}}],
+                    "validation_context": validation,
+                })
+            }
+            CertSource::SpireAgent(_) => {
+                let sds = |name: String| {
+                    json!({"name": name, "sds_config": {"resource_api_version": "V3", "api_config_source": {
+                    "api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": SPIRE_AGENT_CLUSTER}}]}}})
+                };
+                let mut default = json!({});
+                san(&mut default);
+                json!({
+                    "tls_certificate_sds_secret_configs": [sds(dev::workload_id(workload))],
+                    "combined_validation_context": {
+                        "default_validation_context": default,
+                        "validation_context_sds_secret_config": sds(format!("spiffe://{}", dev::TRUST_DOMAIN)),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The cluster SDS is fetched from, if any.
+    fn cluster(&self) -> Option<Value> {
+        let CertSource::SpireAgent(socket) = self else { return None };
+        Some(json!({
+            "name": SPIRE_AGENT_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": SPIRE_AGENT_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}]},
+        }))
+    }
+}
+
+const SPIRE_AGENT_CLUSTER: &str = "spire_agent";
 
 /// The inbound plugin configuration of a workload: people may enter at the on-call agent and
 /// the MCP server; the MCP server's rules are the on-call policy.
@@ -254,7 +316,14 @@ pub const POD_APP_PORT: u16 = 8080;
 
 /// Writes `<out>/<workload>.yaml` for each workload of the chain, for workloads that reach each
 /// other and the STS (`sts`, host:port) by DNS name, as in docker compose. Returns the files.
-pub fn render_pod_sidecars(dev: &Path, template: &Path, wasm: &Path, sts: &str, out: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn render_pod_sidecars(
+    dev: &Path,
+    template: &Path,
+    wasm: &Path,
+    sts: &str,
+    certs: &CertSource,
+    out: &Path,
+) -> Result<Vec<PathBuf>, String> {
     let (host, port) = sts.rsplit_once(':').ok_or_else(|| format!("{sts}: expected host:port"))?;
     let sts = Endpoint::dns(host, port.parse().map_err(|_| format!("{sts}: bad port"))?);
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -271,6 +340,7 @@ pub fn render_pod_sidecars(dev: &Path, template: &Path, wasm: &Path, sts: &str, 
             sts: sts.clone(),
             next: CHAIN.get(i + 1).map(|(n, id)| (*n, *id, Endpoint::dns(n, POD_INGRESS_PORT))),
             tuning: Tuning::default(),
+            certs: certs.clone(),
         };
         let file = out.join(format!("{name}.yaml"));
         std::fs::write(&file, render_sidecar(template, &spec)?).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -281,31 +351,27 @@ pub fn render_pod_sidecars(dev: &Path, template: &Path, wasm: &Path, sts: &str, 
 
 /// Fills the sidecar template (`envoy/sidecar.yaml`) for one workload.
 pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, String> {
-    let svid = spec.dev.join(format!("svid/{}.pem", spec.workload));
-    let svid_key = spec.dev.join(format!("svid/{}-key.pem", spec.workload));
-    let bundle = spec.dev.join("bundle.pem");
-    let (vhosts, clusters) = match &spec.next {
-        Some((name, identity, at)) => {
-            let cluster = format!("peer-{identity}");
-            let vhost = json!({"name": identity, "domains": [identity, format!("{identity}:*")],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]});
-            let peer = json!({
-                "name": cluster, "type": at.cluster_type(), "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": at.host, "port_value": at.port}}}}]}]},
-                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "common_tls_context": {
-                        "tls_certificates": [{"certificate_chain": {"filename": svid}, "private_key": {"filename": svid_key}}],
-                        "validation_context": {"trusted_ca": {"filename": bundle},
-                            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": dev::workload_id(name)}}]}}}}
-            });
-            (format!("            - {vhost}\n"), format!("  - {peer}\n"))
-        }
-        None => (String::new(), String::new()),
-    };
+    let tls = |peer: Option<&str>| spec.certs.tls_context(&spec.dev, spec.workload, peer);
+    let mut vhosts = String::new();
+    let mut clusters: String = spec.certs.cluster().map(|c| format!("  - {c}\n")).unwrap_or_default();
+    if let Some((name, identity, at)) = &spec.next {
+        let cluster = format!("peer-{identity}");
+        let vhost = json!({"name": identity, "domains": [identity, format!("{identity}:*")],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]});
+        let peer = json!({
+            "name": cluster, "type": at.cluster_type(), "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": at.host, "port_value": at.port}}}}]}]},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": tls(Some(&dev::workload_id(name)))}}
+        });
+        vhosts = format!("            - {vhost}\n");
+        clusters.push_str(&format!("  - {peer}\n"));
+    }
     let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
     let template = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
     Ok(template
+        .replace("${WORKLOAD}", spec.workload)
         .replace("${ADMIN_PORT}", "0")
         .replace("${INGRESS_ADDRESS}", &spec.ingress.host)
         .replace("${INGRESS_PORT}", &spec.ingress.port.to_string())
@@ -314,9 +380,8 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         .replace("${STS_CLUSTER_TYPE}", spec.sts.cluster_type())
         .replace("${STS_ADDRESS}", &spec.sts.host)
         .replace("${STS_PORT}", &spec.sts.port.to_string())
-        .replace("${SVID}", &svid.display().to_string())
-        .replace("${SVID_KEY}", &svid_key.display().to_string())
-        .replace("${BUNDLE}", &bundle.display().to_string())
+        .replace("${INGRESS_TLS}", &tls(None).to_string())
+        .replace("${STS_TLS}", &tls(Some(dev::STS_SPIFFE_ID)).to_string())
         .replace("${WASM}", &spec.wasm.display().to_string())
         .replace("${INBOUND_CONFIG}", &yaml_str(&inbound_plugin(spec)))
         .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound_plugin(spec)))
@@ -440,6 +505,7 @@ impl Demo {
             sts: Endpoint::ip("127.0.0.1", self.sts.port()),
             next: next.map(|n| (n.name, n.identity, Endpoint::ip("127.0.0.1", n.ingress.port()))),
             tuning: self.tuning.clone(),
+            certs: CertSource::Files,
         };
         let config = render_sidecar(&self.paths.template, &spec)?;
         let dir = self.paths.work.join("envoy");

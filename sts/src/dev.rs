@@ -74,11 +74,12 @@ admin_ids = ["spiffe://{TRUST_DOMAIN}/workload/admin"]
 [tls]
 cert = "svid/sts.pem"
 key = "svid/sts-key.pem"
-trust_bundle = "bundle.pem"
+# SPIRE's SPIFFE bundle (X.509 roots and JWT-SVID keys in one JWKS); a PEM file works too.
+trust_bundle = "bundle.spiffe.json"
 trust_domain = "{TRUST_DOMAIN}"
 
 [jwt_svid]
-bundle = "jwt-bundle.json"
+bundle = "bundle.spiffe.json"
 audience = "{STS_SPIFFE_ID}"
 
 [signing]
@@ -114,7 +115,9 @@ fn validity(p: &mut CertificateParams) {
 /// harmless and tokens minted earlier stay verifiable; an incomplete one (from an older version)
 /// is written anew.
 pub fn init(dir: &Path, force: bool) -> Result<(), String> {
-    let complete = ["sts.toml", "registry.toml", "bundle.pem", "idp-key.json", "jwt-svid-key.json"].iter().all(|f| dir.join(f).exists())
+    let complete = ["sts.toml", "registry.toml", "bundle.pem", "bundle.spiffe.json", "idp-key.json", "jwt-svid-key.json"]
+        .iter()
+        .all(|f| dir.join(f).exists())
         && WORKLOADS.iter().all(|w| dir.join(format!("svid/{w}.pem")).exists() && dir.join(format!("svid/{w}-key.pem")).exists());
     if complete && !force {
         return Ok(());
@@ -157,12 +160,34 @@ pub fn init(dir: &Path, force: bool) -> Result<(), String> {
     // SPIRE signs JWT-SVIDs with ES256 by default; the dev domain does the same.
     let jwt_svid = StoredKey::new(&generate(Alg::Es256), 0);
     jwt_svid.write(&dir.join("jwt-svid-key.json")).map_err(err)?;
-    write(dir, "jwt-bundle.json", &public_jwks(&jwt_svid, "jwt-svid")?)?;
+    write(dir, "bundle.spiffe.json", &spiffe_bundle(&ca_cert, &ca_key, &jwt_svid)?)?;
     let idp = StoredKey::new(&generate(Alg::EdDsa), 0);
     idp.write(&dir.join("idp-key.json")).map_err(err)?;
     write(dir, "idp-jwks.json", &public_jwks(&idp, "sig")?)?;
     write(dir, "registry.toml", &registry_toml())?;
     write(dir, "sts.toml", &sts_toml())
+}
+
+/// The trust domain's bundle in the SPIFFE format SPIRE publishes (`spire-server bundle show
+/// -format spiffe`): the CA as an `x509-svid` key with its certificate in `x5c`, and the JWT-SVID
+/// signing key as a `jwt-svid` key.
+fn spiffe_bundle(ca: &rcgen::Certificate, ca_key: &KeyPair, jwt_svid: &StoredKey) -> Result<String, String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let point = ca_key.public_key_raw();
+    if point.len() != 65 || point[0] != 4 {
+        return Err("the dev CA key is not an uncompressed P-256 point".into());
+    }
+    let x509 = json!({
+        "use": "x509-svid", "kty": "EC", "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        "x5c": [STANDARD.encode(ca.der())],
+    });
+    let mut doc: serde_json::Value = serde_json::from_str(&public_jwks(jwt_svid, "jwt-svid")?).map_err(err)?;
+    doc["keys"].as_array_mut().ok_or("JWKS without keys")?.insert(0, x509);
+    doc["spiffe_sequence"] = json!(1);
+    doc["spiffe_refresh_hint"] = json!(300);
+    Ok(doc.to_string())
 }
 
 fn public_jwks(key: &StoredKey, use_: &str) -> Result<String, String> {

@@ -193,7 +193,7 @@ fn serve(config: PathBuf, listen: Option<SocketAddr>, admin_listen: Option<Socke
     let tls = svid::server_config(
         svid::load_certs(&cfg.tls.cert).map_err(|e| e.to_string())?,
         svid::load_key(&cfg.tls.key).map_err(|e| e.to_string())?,
-        &svid::load_certs(&cfg.tls.trust_bundle).map_err(|e| e.to_string())?,
+        &svid::load_bundle(&cfg.tls.trust_bundle).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
     let sts = Sts::open(cfg)?;

@@ -400,7 +400,7 @@ pub async fn follow_jwks_urls(sts: Arc<Sts>) {
             let url = p.jwks_url.clone().unwrap_or_default();
             let bundle = p.jwks_ca.clone().unwrap_or_else(|| sts.cfg.tls.trust_bundle.clone());
             loop {
-                let tls = svid::load_certs(&bundle)
+                let tls = svid::load_bundle(&bundle)
                     .map_err(|e| e.to_string())
                     .and_then(|b| svid::client_config(&b, None).map_err(|e| e.to_string()));
                 let result = match tls {

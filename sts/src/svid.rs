@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use actorchain_token::{is_spiffe_id, spiffe_trust_domain};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -27,6 +29,29 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, SvidError
         .map_err(|e| SvidError::Pem(path.display().to_string(), e.to_string()))?;
     if certs.is_empty() {
         return Err(SvidError::Pem(path.display().to_string(), "no CERTIFICATE blocks".into()));
+    }
+    Ok(certs)
+}
+
+/// A trust bundle as SPIRE publishes it: PEM certificates, or a SPIFFE bundle (a JWKS whose
+/// `x509-svid` keys carry the CA certificates in `x5c`, beside the `jwt-svid` keys).
+pub fn load_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, SvidError> {
+    let text = std::fs::read(path).map_err(|e| SvidError::Io(path.display().to_string(), e))?;
+    if !text.trim_ascii_start().starts_with(b"{") {
+        return load_certs(path);
+    }
+    let bad = |why: &str| SvidError::Pem(path.display().to_string(), format!("SPIFFE bundle: {why}"));
+    let doc: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(&e.to_string()))?;
+    let mut certs = Vec::new();
+    for key in doc["keys"].as_array().ok_or_else(|| bad("no keys"))? {
+        if key["use"].as_str() != Some("x509-svid") {
+            continue;
+        }
+        let der = key["x5c"].get(0).and_then(|c| c.as_str()).ok_or_else(|| bad("an x509-svid key without x5c"))?;
+        certs.push(CertificateDer::from(STANDARD.decode(der).map_err(|_| bad("x5c is not base64"))?));
+    }
+    if certs.is_empty() {
+        return Err(bad("no x509-svid keys"));
     }
     Ok(certs)
 }
@@ -95,5 +120,25 @@ pub fn spiffe_id_of(cert: &CertificateDer<'_>, trust_domain: &str) -> Result<Str
         [one] if is_spiffe_id(one) && spiffe_trust_domain(one) == Some(trust_domain) => Ok(one.to_string()),
         [one] => Err(format!("URI SAN {one} is not a SPIFFE ID of trust domain {trust_domain}")),
         _ => Err(format!("an X.509-SVID has exactly one URI SAN, this certificate has {}", uris.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spiffe_bundle_holds_the_same_roots_as_the_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::dev::init(dir.path(), false).unwrap();
+        let pem = load_bundle(&dir.path().join("bundle.pem")).unwrap();
+        let spiffe = load_bundle(&dir.path().join("bundle.spiffe.json")).unwrap();
+        assert_eq!(pem, spiffe);
+        // The same file also carries the JWT-SVID keys, and only those count as JWT keys.
+        let keys = actorchain_token::KeySet::from_jwks(&std::fs::read(dir.path().join("bundle.spiffe.json")).unwrap()).unwrap();
+        assert_eq!(keys.len(), 1);
+        let no_roots = dir.path().join("jwt-only.json");
+        std::fs::write(&no_roots, r#"{"keys":[{"use":"jwt-svid","kty":"EC"}]}"#).unwrap();
+        assert!(load_bundle(&no_roots).unwrap_err().to_string().contains("no x509-svid keys"));
     }
 }
