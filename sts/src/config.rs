@@ -20,8 +20,8 @@ pub struct Config {
     pub registry: PathBuf,
     /// Decision log destination; stdout when absent.
     pub audit_log: Option<PathBuf>,
-    /// SQLite database for the ledger and revocations; `actorchain.db` in the state directory
-    /// when absent.
+    /// The ledger and revocations: a SQLite file (default `actorchain.db` in the state directory),
+    /// or a `postgres://` URL shared by several STS replicas.
     pub database: Option<PathBuf>,
     /// SPIFFE IDs allowed to use the admin endpoints (revocation, ledger queries) over mTLS.
     #[serde(default)]
@@ -126,6 +126,30 @@ fn yes() -> bool {
     true
 }
 
+/// Where the ledger and revocations live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// Embedded, for one STS.
+    Sqlite(PathBuf),
+    /// A `postgres://` URL: shared by several STS replicas.
+    Postgres(String),
+}
+
+impl Database {
+    fn is_url(p: &Path) -> bool {
+        p.to_str().is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    }
+
+    /// A `--db` argument: a URL or a SQLite file.
+    pub fn from_arg(arg: &Path) -> Database {
+        if Database::is_url(arg) {
+            Database::Postgres(arg.display().to_string())
+        } else {
+            Database::Sqlite(arg.to_path_buf())
+        }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -141,7 +165,7 @@ impl Config {
         if let Some(a) = cfg.audit_log.as_mut() {
             abs(a);
         }
-        if let Some(d) = cfg.database.as_mut() {
+        if let Some(d) = cfg.database.as_mut().filter(|d| !Database::is_url(d)) {
             abs(d);
         }
         abs(&mut cfg.tls.cert);
@@ -202,8 +226,12 @@ impl Config {
         Alg::parse(&self.signing.alg).map_err(|_| "signing.alg: must be EdDSA or ES256".to_string())
     }
 
-    pub fn database(&self) -> PathBuf {
-        self.database.clone().unwrap_or_else(|| self.state_dir.join("actorchain.db"))
+    pub fn database(&self) -> Database {
+        match &self.database {
+            Some(d) if Database::is_url(d) => Database::Postgres(d.display().to_string()),
+            Some(d) => Database::Sqlite(d.clone()),
+            None => Database::Sqlite(self.state_dir.join("actorchain.db")),
+        }
     }
 
     pub fn keys_file(&self) -> PathBuf {

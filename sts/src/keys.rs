@@ -103,6 +103,27 @@ impl StoredKey {
     }
 }
 
+/// Where the signing keys live: a file for one STS, PostgreSQL for replicas that share them.
+pub trait KeyStore: Send {
+    /// Reads the ring (empty when none is stored yet), lets `change` update it, and stores the
+    /// result when it says it changed — as one step no other writer can interleave with. The
+    /// ring now in force.
+    fn update(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String>;
+}
+
+/// The key file in the state directory (mode 0600), for a single STS.
+pub struct FileKeyStore(pub std::path::PathBuf);
+
+impl KeyStore for FileKeyStore {
+    fn update(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String> {
+        let mut ring = KeyRing::load(&self.0).map_err(|e| e.to_string())?.unwrap_or_default();
+        if change(&mut ring) {
+            ring.save(&self.0).map_err(|e| e.to_string())?;
+        }
+        Ok(ring)
+    }
+}
+
 /// Writes a secret file atomically with owner-only permissions.
 pub fn write_secret(path: &Path, content: &str) -> Result<(), KeyError> {
     use std::io::Write;
@@ -119,14 +140,10 @@ pub fn write_secret(path: &Path, content: &str) -> Result<(), KeyError> {
 }
 
 impl KeyRing {
-    pub fn load(path: &Path) -> Result<Option<KeyRing>, KeyError> {
-        let fmt = |m: String| KeyError::Format(path.display().to_string(), m);
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(KeyError::Io(path.display().to_string(), e)),
-        };
-        let file: KeyFile = serde_json::from_str(&text).map_err(|e| fmt(e.to_string()))?;
+    /// The ring from its JSON form (`where_` names the source in errors).
+    pub fn from_json(text: &str, where_: &str) -> Result<KeyRing, KeyError> {
+        let fmt = |m: String| KeyError::Format(where_.to_string(), m);
+        let file: KeyFile = serde_json::from_str(text).map_err(|e| fmt(e.to_string()))?;
         let mut keys = Vec::new();
         for s in file.keys {
             let key = s.private_key().map_err(fmt)?;
@@ -136,14 +153,27 @@ impl KeyRing {
             keys.push(RingKey { kid: s.kid, key, sign_from: s.sign_from, retire_at: s.retire_at });
         }
         keys.sort_by_key(|k| k.sign_from);
-        Ok(Some(KeyRing { keys }))
+        Ok(KeyRing { keys })
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+    /// The JSON form, private keys included: for a store that keeps secrets.
+    pub fn to_json(&self) -> String {
         let file = KeyFile {
             keys: self.keys.iter().map(|k| StoredKey { retire_at: k.retire_at, ..StoredKey::new(&k.key, k.sign_from) }).collect(),
         };
-        write_secret(path, &serde_json::to_string_pretty(&file).expect("serializes"))
+        serde_json::to_string_pretty(&file).expect("serializes")
+    }
+
+    pub fn load(path: &Path) -> Result<Option<KeyRing>, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => KeyRing::from_json(&t, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KeyError::Io(path.display().to_string(), e)),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        write_secret(path, &self.to_json())
     }
 
     /// Brings the ring up to date at `now`: a first key, the next key `publish_lead` before it is

@@ -29,13 +29,27 @@ pub struct Filter {
     pub until: Option<u64>,
 }
 
-/// Where the ledger lives. SQLite is the embedded default; a server database can follow.
+/// Where the ledger lives: SQLite embedded (one STS), or PostgreSQL shared by several replicas.
 pub trait LedgerStore: Send {
-    /// Appends rows atomically and durably: all of them or none.
-    fn append(&mut self, rows: &[Row], records: &[AuditRecord]) -> Result<(), String>;
-    /// The last row's sequence number and hash, where the chain continues.
-    fn head(&self) -> Result<Option<(u64, String)>, String>;
-    fn rows(&self, filter: &Filter) -> Result<Vec<Row>, String>;
+    /// Appends the records as the chain's next links, atomically and durably: all or none. The
+    /// store reads the chain's head and writes in one transaction that no other writer (thread,
+    /// process or replica) can interleave with, so there is one chain however many write.
+    fn append(&mut self, records: &[AuditRecord]) -> Result<(), String>;
+    fn rows(&mut self, filter: &Filter) -> Result<Vec<Row>, String>;
+}
+
+/// The rows that continue the chain at `head` (sequence number and hash) with `records`.
+pub fn link(head: Option<(u64, String)>, records: &[AuditRecord]) -> Vec<Row> {
+    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
+    records
+        .iter()
+        .map(|rec| {
+            seq += 1;
+            let body = serde_json::to_string(rec).expect("record serializes");
+            let hash = link_hash(&prev, seq, &body);
+            Row { seq, body, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash }
+        })
+        .collect()
 }
 
 /// The genesis link of every chain.
@@ -89,7 +103,6 @@ const MAX_BATCH: usize = 512;
 
 impl Ledger {
     pub fn start(mut store: Box<dyn LedgerStore>) -> Result<Ledger, String> {
-        let (mut seq, mut prev) = store.head()?.unwrap_or((0, GENESIS.to_string()));
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -102,20 +115,8 @@ impl Ledger {
                             Err(_) => break,
                         }
                     }
-                    let (mut s, mut p) = (seq, prev.clone());
-                    let mut rows = Vec::with_capacity(jobs.len());
-                    for (rec, _) in &jobs {
-                        s += 1;
-                        let body = serde_json::to_string(rec).expect("record serializes");
-                        let hash = link_hash(&p, s, &body);
-                        rows.push(Row { seq: s, body, prev_hash: p.clone(), hash: hash.clone() });
-                        p = hash;
-                    }
                     let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
-                    let result = store.append(&rows, &records);
-                    if result.is_ok() {
-                        (seq, prev) = (s, p);
-                    }
+                    let result = store.append(&records);
                     for (_, ack) in jobs {
                         let _ = ack.send(result.clone());
                     }
@@ -154,15 +155,21 @@ impl SqliteLedger {
 }
 
 impl LedgerStore for SqliteLedger {
-    fn append(&mut self, rows: &[Row], records: &[AuditRecord]) -> Result<(), String> {
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+    fn append(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+        use rusqlite::OptionalExtension;
+        // IMMEDIATE: the write lock is taken before the head is read.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+        let head = tx
+            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()
+            .map_err(|e| e.to_string())?;
         {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO ledger (seq, ts, sid, sub, chain, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(|e| e.to_string())?;
-            for (row, rec) in rows.iter().zip(records) {
+            for (row, rec) in link(head, records).iter().zip(records) {
                 let chain = serde_json::to_string(&rec.chain).expect("chain serializes");
                 stmt.execute(rusqlite::params![row.seq as i64, rec.ts as i64, rec.sid, rec.sub, chain, row.body, row.prev_hash, row.hash])
                     .map_err(|e| e.to_string())?;
@@ -171,15 +178,7 @@ impl LedgerStore for SqliteLedger {
         tx.commit().map_err(|e| e.to_string())
     }
 
-    fn head(&self) -> Result<Option<(u64, String)>, String> {
-        use rusqlite::OptionalExtension;
-        self.conn
-            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-            .optional()
-            .map_err(|e| e.to_string())
-    }
-
-    fn rows(&self, f: &Filter) -> Result<Vec<Row>, String> {
+    fn rows(&mut self, f: &Filter) -> Result<Vec<Row>, String> {
         let agent = f.agent.as_ref().map(|a| serde_json::to_string(a).expect("string serializes"));
         let mut stmt = self
             .conn
@@ -272,7 +271,7 @@ mod tests {
         for w in waits {
             w.await.unwrap();
         }
-        let store = SqliteLedger::open(&path).unwrap();
+        let mut store = SqliteLedger::open(&path).unwrap();
         let rows = store.rows(&Filter::default()).unwrap();
         assert_eq!(verify(&rows), Ok(20));
         // Continues the same chain after a restart.

@@ -13,6 +13,7 @@ pub mod https_client;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod pg;
 pub mod registry;
 pub mod revocations;
 pub mod server;

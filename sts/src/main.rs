@@ -128,23 +128,21 @@ fn main() {
 }
 
 fn run_ledger(cmd: LedgerCmd) -> Result<(), String> {
-    use actorchain_sts::ledger::{self, Filter, LedgerStore, SqliteLedger};
-    let open = |db: &PathBuf| {
-        if db.exists() {
-            SqliteLedger::open(db)
-        } else {
-            Err(format!("{}: no such ledger", db.display()))
-        }
+    use actorchain_sts::config::Database;
+    use actorchain_sts::ledger::{self, Filter};
+    let open = |db: &PathBuf| match Database::from_arg(db) {
+        Database::Sqlite(p) if !p.exists() => Err(format!("{}: no such ledger", p.display())),
+        d => actorchain_sts::server::open_ledger(&d),
     };
     match cmd {
         LedgerCmd::Verify { db } => {
             let rows = open(&db)?.rows(&Filter::default())?;
             match ledger::verify(&rows) {
                 Ok(n) => {
-                    println!("{}: {n} records, chain intact", db.display());
+                    println!("{}: {n} records, chain intact", actorchain_sts::pg::redact(&db.display().to_string()));
                     Ok(())
                 }
-                Err(t) => Err(format!("{}: record {}: {}", db.display(), t.seq, t.what)),
+                Err(t) => Err(format!("{}: record {}: {}", actorchain_sts::pg::redact(&db.display().to_string()), t.seq, t.what)),
             }
         }
         LedgerCmd::Tree { db, sid } => {

@@ -5,65 +5,58 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use actorchain_token::{RevocationEntry, RevocationFeed, RevocationKind, RevocationSet};
 
+/// Where revocations are kept: SQLite embedded (one STS), or PostgreSQL shared by replicas.
+pub trait RevocationStore: Send {
+    /// Stores one revocation durably; its id. Ids become visible in increasing order (writers are
+    /// serialized), so a reader that has seen id n has seen every id below it.
+    fn insert(&mut self, kind: RevocationKind, value: &str, revoked_at: u64, expires_at: u64) -> Result<u64, String>;
+    /// Every revocation with an id above `id`, in id order.
+    fn since(&mut self, id: u64) -> Result<Vec<RevocationEntry>, String>;
+}
+
 pub struct Revocations {
-    conn: Mutex<rusqlite::Connection>,
+    store: Mutex<Box<dyn RevocationStore>>,
     set: RwLock<Arc<RevocationSet>>,
     entries: RwLock<Vec<RevocationEntry>>,
 }
 
-fn kind_of(s: &str) -> rusqlite::Result<RevocationKind> {
-    RevocationKind::parse(s).ok_or_else(|| rusqlite::Error::InvalidColumnType(1, "kind".into(), rusqlite::types::Type::Text))
-}
-
 impl Revocations {
-    pub fn open(path: &std::path::Path) -> Result<Revocations, String> {
-        let conn = crate::db::open(
-            path,
-            "CREATE TABLE IF NOT EXISTS revocations (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL,
-                 revoked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);",
-        )?;
-        let entries: Vec<RevocationEntry> = {
-            let mut stmt =
-                conn.prepare("SELECT id, kind, value, revoked_at, expires_at FROM revocations ORDER BY id").map_err(|e| e.to_string())?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(RevocationEntry {
-                        id: r.get::<_, i64>(0)? as u64,
-                        kind: kind_of(&r.get::<_, String>(1)?)?,
-                        value: r.get(2)?,
-                        revoked_at: r.get::<_, i64>(3)? as u64,
-                        expires_at: r.get::<_, i64>(4)? as u64,
-                    })
-                })
-                .map_err(|e| e.to_string())?;
-            rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
-        };
-        let mut set = RevocationSet::default();
-        for e in &entries {
-            set.insert(e.kind, &e.value);
+    pub fn open(store: Box<dyn RevocationStore>) -> Result<Revocations, String> {
+        let r = Revocations { store: Mutex::new(store), set: RwLock::default(), entries: RwLock::default() };
+        r.refresh()?;
+        Ok(r)
+    }
+
+    /// Takes in what other replicas recorded since the last look (nothing new for a lone STS).
+    pub fn refresh(&self) -> Result<(), String> {
+        let last = self.entries.read().expect("lock").last().map_or(0, |e| e.id);
+        let fresh = self.store.lock().expect("lock").since(last)?;
+        if fresh.is_empty() {
+            return Ok(());
         }
-        Ok(Revocations { conn: Mutex::new(conn), set: RwLock::new(Arc::new(set)), entries: RwLock::new(entries) })
+        let mut set = (**self.set.read().expect("lock")).clone();
+        let mut entries = self.entries.write().expect("lock");
+        for e in fresh {
+            // A concurrent refresh may have taken these in already.
+            if e.id > entries.last().map_or(0, |l| l.id) {
+                set.insert(e.kind, &e.value);
+                entries.push(e);
+            }
+        }
+        *self.set.write().expect("lock") = Arc::new(set);
+        Ok(())
     }
 
     /// Records a revocation durably, then enforces it. Revoking what is already revoked changes
     /// nothing and returns the existing entry.
     pub fn revoke(&self, kind: RevocationKind, value: &str, now: u64, expires_at: u64) -> Result<RevocationEntry, String> {
-        if let Some(e) = self.entries.read().expect("lock").iter().find(|e| e.kind == kind && e.value == value) {
-            return Ok(e.clone());
+        let existing = |entries: &[RevocationEntry]| entries.iter().find(|e| e.kind == kind && e.value == value).cloned();
+        if let Some(e) = existing(&self.entries.read().expect("lock")) {
+            return Ok(e);
         }
-        let conn = self.conn.lock().expect("lock");
-        conn.execute(
-            "INSERT INTO revocations (kind, value, revoked_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![kind.as_str(), value, now as i64, expires_at as i64],
-        )
-        .map_err(|e| e.to_string())?;
-        let entry = RevocationEntry { id: conn.last_insert_rowid() as u64, kind, value: value.to_string(), revoked_at: now, expires_at };
-        let mut set = (**self.set.read().expect("lock")).clone();
-        set.insert(kind, value);
-        *self.set.write().expect("lock") = Arc::new(set);
-        self.entries.write().expect("lock").push(entry.clone());
-        Ok(entry)
+        self.store.lock().expect("lock").insert(kind, value, now, expires_at)?;
+        self.refresh()?;
+        existing(&self.entries.read().expect("lock")).ok_or_else(|| "the revocation was stored but could not be read back".to_string())
     }
 
     pub fn set(&self) -> Arc<RevocationSet> {
@@ -88,6 +81,58 @@ impl Revocations {
     }
 }
 
+/// Revocations in the STS's SQLite database.
+pub struct SqliteRevocations {
+    conn: rusqlite::Connection,
+}
+
+fn kind_of(s: &str) -> rusqlite::Result<RevocationKind> {
+    RevocationKind::parse(s).ok_or_else(|| rusqlite::Error::InvalidColumnType(1, "kind".into(), rusqlite::types::Type::Text))
+}
+
+impl SqliteRevocations {
+    pub fn open(path: &std::path::Path) -> Result<SqliteRevocations, String> {
+        let conn = crate::db::open(
+            path,
+            "CREATE TABLE IF NOT EXISTS revocations (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL,
+                 revoked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);",
+        )?;
+        Ok(SqliteRevocations { conn })
+    }
+}
+
+impl RevocationStore for SqliteRevocations {
+    fn insert(&mut self, kind: RevocationKind, value: &str, revoked_at: u64, expires_at: u64) -> Result<u64, String> {
+        self.conn
+            .execute(
+                "INSERT INTO revocations (kind, value, revoked_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![kind.as_str(), value, revoked_at as i64, expires_at as i64],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    fn since(&mut self, id: u64) -> Result<Vec<RevocationEntry>, String> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind, value, revoked_at, expires_at FROM revocations WHERE id > ?1 ORDER BY id")
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([id as i64], |r| {
+                Ok(RevocationEntry {
+                    id: r.get::<_, i64>(0)? as u64,
+                    kind: kind_of(&r.get::<_, String>(1)?)?,
+                    value: r.get(2)?,
+                    revoked_at: r.get::<_, i64>(3)? as u64,
+                    expires_at: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +141,7 @@ mod tests {
     fn persists_dedups_and_feeds_from_a_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let r = Revocations::open(&path).unwrap();
+        let r = Revocations::open(Box::new(SqliteRevocations::open(&path).unwrap())).unwrap();
         let a = r.revoke(RevocationKind::Session, "s1", 100, 500).unwrap();
         assert_eq!(r.revoke(RevocationKind::Session, "s1", 200, 900).unwrap(), a);
         let b = r.revoke(RevocationKind::Agent, "monitoring-agent", 150, 400).unwrap();
@@ -106,7 +151,7 @@ mod tests {
         assert_eq!(r.feed(a.id, 120).entries, vec![b.clone()]);
         // Aged out of the feed once every token it could match has expired, but still enforced.
         assert_eq!(r.feed(0, 450).entries, vec![a.clone()]);
-        let reopened = Revocations::open(&path).unwrap();
+        let reopened = Revocations::open(Box::new(SqliteRevocations::open(&path).unwrap())).unwrap();
         assert!(reopened.set().contains(RevocationKind::Agent, "monitoring-agent"));
         assert_eq!(reopened.feed(0, 0).cursor, b.id);
     }

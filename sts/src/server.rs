@@ -21,16 +21,17 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditLog;
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::error::{ExchangeError, OAuthCode};
 use crate::exchange::{authenticate, decide, AuditRecord, PersonSource, SvidTrust, Verifiers};
 use crate::form::{parse_token_request, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
 use crate::https_client::Connection;
-use crate::keys::{generate, KeyRing, RotationPolicy};
+use crate::keys::{generate, FileKeyStore, KeyRing, KeyStore, RotationPolicy};
 use crate::ledger::{session_tree, Filter, Ledger, LedgerStore, SqliteLedger};
 use crate::metrics::Metrics;
+use crate::pg::{PgKeys, PgLedger, PgRevocations};
 use crate::registry::Registry;
-use crate::revocations::Revocations;
+use crate::revocations::{Revocations, SqliteRevocations};
 use crate::svid;
 
 type Body = Full<Bytes>;
@@ -60,13 +61,15 @@ pub struct Sts {
     people: RwLock<Arc<Vec<PersonSource>>>,
     svid: RwLock<Arc<SvidTrust>>,
     keys: RwLock<Arc<KeyState>>,
+    /// Where keys are kept and rotated: a file, or the database shared by replicas.
+    key_store: Mutex<Box<dyn KeyStore>>,
     mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
     /// Keys of people's issuers configured by URL, as last fetched.
     fetched_jwks: RwLock<HashMap<String, KeySet>>,
     pub metrics: Metrics,
     pub audit: AuditLog,
     ledger: Ledger,
-    ledger_reader: Mutex<SqliteLedger>,
+    ledger_reader: Mutex<Box<dyn LedgerStore>>,
     pub revocations: Revocations,
 }
 
@@ -91,11 +94,14 @@ impl Sts {
         let registry = Registry::load(&cfg.registry).map_err(|e| e.to_string())?;
         let people = load_people(&cfg, &HashMap::new())?;
         let svid = load_svid_trust(&cfg)?;
-        let ring = match KeyRing::load(&cfg.keys_file()).map_err(|e| e.to_string())? {
-            Some(r) => r,
-            None if cfg.signing.auto_rotate => KeyRing::default(),
-            None => return Err(format!("{}: no signing keys and signing.auto_rotate is off", cfg.keys_file().display())),
+        let mut key_store: Box<dyn KeyStore> = match cfg.database() {
+            Database::Sqlite(_) => Box::new(FileKeyStore(cfg.keys_file())),
+            Database::Postgres(url) => Box::new(PgKeys::open(&url)?),
         };
+        let ring = key_store.update(&mut |_| false)?;
+        if ring.is_empty() && !cfg.signing.auto_rotate {
+            return Err("no signing keys stored and signing.auto_rotate is off".into());
+        }
         let mut mtimes = HashMap::new();
         for p in watched_files(&cfg) {
             if let Some(t) = mtime(&p) {
@@ -107,10 +113,13 @@ impl Sts {
             None => AuditLog::stdout(),
         };
         let db = cfg.database();
-        let ledger = Ledger::start(Box::new(SqliteLedger::open(&db)?))?;
-        let revocations = Revocations::open(&db)?;
+        let ledger = Ledger::start(open_ledger(&db)?)?;
+        let revocations = Revocations::open(match &db {
+            Database::Sqlite(p) => Box::new(SqliteRevocations::open(p)?),
+            Database::Postgres(url) => Box::new(PgRevocations::open(url)?),
+        })?;
         let sts = Sts {
-            ledger_reader: Mutex::new(SqliteLedger::open(&db)?),
+            ledger_reader: Mutex::new(open_ledger(&db)?),
             ledger,
             revocations,
             audit,
@@ -119,6 +128,7 @@ impl Sts {
             people: RwLock::new(Arc::new(people)),
             svid: RwLock::new(Arc::new(svid)),
             keys: RwLock::new(Arc::new(key_state(ring))),
+            key_store: Mutex::new(key_store),
             mtimes: Mutex::new(mtimes),
             fetched_jwks: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -142,15 +152,20 @@ impl Sts {
         }
     }
 
+    /// Rotates keys as the policy says (one replica at a time, through the key store) and takes in
+    /// what the store holds, so a key another replica added is published here too.
     fn maintain_keys(&self, now: u64) -> Result<(), String> {
-        if !self.cfg.signing.auto_rotate {
-            return Ok(());
-        }
-        let mut ring = self.keys.read().expect("lock").ring.clone();
-        if ring.maintain(now, &self.policy(), || generate(self.alg)) {
-            // Persist before publishing: a key that signed must survive a restart.
-            ring.save(&self.cfg.keys_file()).map_err(|e| e.to_string())?;
-            self.audit.emit("keys", &serde_json::json!({ "ts": now, "published": ring.published().kids().collect::<Vec<_>>() }));
+        let (policy, rotate) = (self.policy(), self.cfg.signing.auto_rotate);
+        let ring = self.key_store.lock().expect("lock").update(&mut |ring| rotate && ring.maintain(now, &policy, || generate(self.alg)))?;
+        let sorted = |r: &KeyRing| {
+            let mut kids: Vec<String> = r.published().kids().map(String::from).collect();
+            kids.sort();
+            kids
+        };
+        let kids = sorted(&ring);
+        if sorted(&self.keys.read().expect("lock").ring) != kids {
+            // The store has it before anyone signs with it: a key that signed survives a restart.
+            self.audit.emit("keys", &serde_json::json!({ "ts": now, "published": kids }));
             *self.keys.write().expect("lock") = Arc::new(key_state(ring));
         }
         let n = self.keys.read().expect("lock").ring.len();
@@ -206,6 +221,10 @@ impl Sts {
         }
         if let Err(e) = self.maintain_keys(now) {
             self.audit.emit("keys", &serde_json::json!({ "ts": now, "error": e }));
+        }
+        // Other replicas' revocations (a no-op for a lone STS, which holds them all already).
+        if let Err(e) = self.revocations.refresh() {
+            self.audit.emit("revocations", &serde_json::json!({ "ts": now, "error": e }));
         }
     }
 
@@ -347,6 +366,14 @@ impl Sts {
         }
         Ok(out)
     }
+}
+
+/// The ledger store `db` names (each caller gets its own connection).
+pub fn open_ledger(db: &Database) -> Result<Box<dyn LedgerStore>, String> {
+    Ok(match db {
+        Database::Sqlite(p) => Box::new(SqliteLedger::open(p)?),
+        Database::Postgres(url) => Box::new(PgLedger::open(url)?),
+    })
 }
 
 fn key_state(ring: KeyRing) -> KeyState {

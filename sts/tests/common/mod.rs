@@ -17,10 +17,11 @@ pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchang
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 pub struct Sts {
-    pub dir: tempfile::TempDir,
+    /// Shared by replicas of the same trust domain; removed when the last one goes.
+    pub dir: Arc<tempfile::TempDir>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    child: Reaped,
+    pub child: Reaped,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -45,7 +46,13 @@ impl Sts {
         dev::init(dir.path(), false).unwrap();
         edit(dir.path());
         let (child, addr, admin, log) = launch(dir.path());
-        Sts { dir, addr, admin, child, log }
+        Sts { dir: Arc::new(dir), addr, admin, child, log }
+    }
+
+    /// A second STS on the same configuration and state (a replica), on ports of its own.
+    pub fn replica(&self) -> Sts {
+        let (child, addr, admin, log) = launch(self.dir.path());
+        Sts { dir: self.dir.clone(), addr, admin, child, log }
     }
 
     pub fn start() -> Sts {

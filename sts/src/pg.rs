@@ -1,0 +1,231 @@
+//! PostgreSQL: the ledger and revocations shared by several STS replicas. Every writer takes a
+//! transaction-scoped advisory lock first, so the ledger stays one hash chain and revocation ids
+//! become visible in the order they were assigned, whichever replica writes.
+
+use actorchain_token::{RevocationEntry, RevocationKind};
+use postgres::{Client, NoTls};
+
+use crate::exchange::AuditRecord;
+use crate::keys::{KeyRing, KeyStore};
+use crate::ledger::{link, Filter, LedgerStore, Row};
+use crate::revocations::RevocationStore;
+
+/// Advisory lock keys ("actorchain" ledger / revocations / schema).
+const LEDGER_LOCK: i64 = 0x6163_7463_6c65_6467;
+const REVOCATIONS_LOCK: i64 = 0x6163_7463_7265_766b;
+const SCHEMA_LOCK: i64 = 0x6163_7463_7363_686d;
+const KEYS_LOCK: i64 = 0x6163_7463_6b65_7973;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS ledger (
+        seq BIGINT PRIMARY KEY, ts BIGINT NOT NULL, sid TEXT, sub TEXT, chain TEXT NOT NULL,
+        body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS ledger_sid ON ledger(sid);
+    CREATE INDEX IF NOT EXISTS ledger_sub ON ledger(sub);
+    CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts);
+    CREATE TABLE IF NOT EXISTS signing_keys (id INT PRIMARY KEY CHECK (id = 1), ring TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS revocations (
+        id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL,
+        revoked_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);";
+
+/// Runs a blocking database call. The synchronous client drives its own small runtime, which may
+/// not start on a thread of the STS's async runtime: such a thread is handed over to blocking work
+/// for the call first (the ledger writer's own thread needs no such thing).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn err(e: postgres::Error) -> String {
+    // The server's message when there is one (constraint, permission), not just "db error".
+    e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()))
+}
+
+/// Connects and makes sure the tables exist (replicas starting together create them once).
+pub fn connect(url: &str) -> Result<Client, String> {
+    blocking(|| connect_now(url))
+}
+
+fn connect_now(url: &str) -> Result<Client, String> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| format!("{}: {}", redact(url), err(e)))?;
+    let mut tx = client.transaction().map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
+    tx.batch_execute(SCHEMA).map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(client)
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub struct PgLedger {
+    client: Client,
+}
+
+impl PgLedger {
+    pub fn open(url: &str) -> Result<PgLedger, String> {
+        Ok(PgLedger { client: connect(url)? })
+    }
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl LedgerStore for PgLedger {
+    fn append(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+        blocking(|| self.append_now(records))
+    }
+
+    fn rows(&mut self, f: &Filter) -> Result<Vec<Row>, String> {
+        blocking(|| self.rows_now(f))
+    }
+}
+
+impl PgLedger {
+    fn append_now(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+        let mut tx = self.client.transaction().map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK]).map_err(err)?;
+        let head = tx
+            .query_opt("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", &[])
+            .map_err(err)?
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1)));
+        let stmt = tx
+            .prepare("INSERT INTO ledger (seq, ts, sid, sub, chain, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .map_err(err)?;
+        for (row, rec) in link(head, records).iter().zip(records) {
+            let chain = serde_json::to_string(&rec.chain).expect("chain serializes");
+            tx.execute(&stmt, &[&i(row.seq), &i(rec.ts), &rec.sid, &rec.sub, &chain, &row.body, &row.prev_hash, &row.hash]).map_err(err)?;
+        }
+        // Durable before the caller answers: synchronous_commit is on unless the server says otherwise.
+        tx.commit().map_err(err)
+    }
+
+    fn rows_now(&mut self, f: &Filter) -> Result<Vec<Row>, String> {
+        let agent = f.agent.as_ref().map(|a| serde_json::to_string(a).expect("string serializes"));
+        let (since, until) = (f.since.map(i), f.until.map(i));
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, body, prev_hash, hash FROM ledger
+                 WHERE ($1::TEXT IS NULL OR sid = $1) AND ($2::TEXT IS NULL OR sub = $2)
+                   AND ($3::TEXT IS NULL OR strpos(chain, $3) > 0)
+                   AND ($4::BIGINT IS NULL OR ts >= $4) AND ($5::BIGINT IS NULL OR ts <= $5)
+                 ORDER BY seq",
+                &[&f.sid, &f.sub, &agent, &since, &until],
+            )
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| Row { seq: r.get::<_, i64>(0) as u64, body: r.get(1), prev_hash: r.get(2), hash: r.get(3) }).collect())
+    }
+}
+
+pub struct PgRevocations {
+    client: Client,
+}
+
+impl PgRevocations {
+    pub fn open(url: &str) -> Result<PgRevocations, String> {
+        Ok(PgRevocations { client: connect(url)? })
+    }
+}
+
+impl RevocationStore for PgRevocations {
+    fn insert(&mut self, kind: RevocationKind, value: &str, revoked_at: u64, expires_at: u64) -> Result<u64, String> {
+        blocking(|| self.insert_now(kind, value, revoked_at, expires_at))
+    }
+
+    fn since(&mut self, id: u64) -> Result<Vec<RevocationEntry>, String> {
+        blocking(|| self.since_now(id))
+    }
+}
+
+impl PgRevocations {
+    fn insert_now(&mut self, kind: RevocationKind, value: &str, revoked_at: u64, expires_at: u64) -> Result<u64, String> {
+        let mut tx = self.client.transaction().map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REVOCATIONS_LOCK]).map_err(err)?;
+        let row = tx
+            .query_one(
+                "INSERT INTO revocations (kind, value, revoked_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&kind.as_str(), &value, &i(revoked_at), &i(expires_at)],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn since_now(&mut self, id: u64) -> Result<Vec<RevocationEntry>, String> {
+        let rows = self
+            .client
+            .query("SELECT id, kind, value, revoked_at, expires_at FROM revocations WHERE id > $1 ORDER BY id", &[&i(id)])
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.get(1);
+                Ok(RevocationEntry {
+                    id: r.get::<_, i64>(0) as u64,
+                    kind: RevocationKind::parse(&kind).ok_or_else(|| format!("revocations: unknown kind {kind:?}"))?,
+                    value: r.get(2),
+                    revoked_at: r.get::<_, i64>(3) as u64,
+                    expires_at: r.get::<_, i64>(4) as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The signing keys, one ring for all replicas. Private keys sit in the database as they would in
+/// the key file: protect it (roles, TLS, encryption at rest) accordingly.
+pub struct PgKeys {
+    client: Client,
+}
+
+impl PgKeys {
+    pub fn open(url: &str) -> Result<PgKeys, String> {
+        Ok(PgKeys { client: connect(url)? })
+    }
+
+    fn update_now(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String> {
+        let mut tx = self.client.transaction().map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYS_LOCK]).map_err(err)?;
+        let stored: Option<String> = tx.query_opt("SELECT ring FROM signing_keys WHERE id = 1", &[]).map_err(err)?.map(|r| r.get(0));
+        let mut ring = match &stored {
+            Some(text) => KeyRing::from_json(text, "signing_keys").map_err(|e| e.to_string())?,
+            None => KeyRing::default(),
+        };
+        if change(&mut ring) {
+            tx.execute(
+                "INSERT INTO signing_keys (id, ring) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET ring = EXCLUDED.ring",
+                &[&ring.to_json()],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(ring)
+    }
+}
+
+impl KeyStore for PgKeys {
+    fn update(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String> {
+        blocking(|| self.update_now(change))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_in_messages_hide_the_password() {
+        assert_eq!(super::redact("postgres://sts:s3cret@db:5432/actorchain"), "postgres://sts:***@db:5432/actorchain");
+        assert_eq!(super::redact("postgres://db/actorchain"), "postgres://db/actorchain");
+    }
+}

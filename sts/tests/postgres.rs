@@ -1,0 +1,196 @@
+//! Two STS replicas on one real PostgreSQL (Debian's server, started here on a data directory in
+//! a temp dir, loopback only): decisions from both go into one hash chain, a revocation made at
+//! one is enforced by the other within the refresh period, and a replica killed under load loses
+//! nothing it acknowledged.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// A PostgreSQL server of our own, stopped when dropped.
+struct Postgres {
+    _dir: tempfile::TempDir,
+    port: u16,
+    _server: Reaped,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries in /usr/lib/postgresql (Debian's postgresql; `make test` installs it)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql"))
+}
+
+/// Runs as the `postgres` system user when we are root (the server refuses to run as root).
+fn as_server_user(program: &Path) -> Command {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let data = dir.path().join("data");
+        let out = as_server_user(&pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "actorchain", "--auth=trust", "-E", "UTF8", "--no-instructions"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = Reaped(
+            as_server_user(&pg_bin("postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
+                .arg("-k")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let url = format!("postgres://actorchain@127.0.0.1:{port}/postgres");
+            match postgres::Client::connect(&url, postgres::NoTls) {
+                Ok(mut c) => {
+                    c.batch_execute("CREATE DATABASE actorchain").unwrap();
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "PostgreSQL did not start: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Postgres { _dir: dir, port, _server: server }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://actorchain@127.0.0.1:{}/actorchain", self.port)
+    }
+}
+
+async fn exchange_at(sts: &Sts, person: &str) -> Option<String> {
+    let mut conn = sts.connect(Some("oncall")).await;
+    let r = exchange(&mut conn, person, "investigation-agent", "oncall-agent", &[]).await;
+    (r.status == 200).then(|| payload(&access_token(&r))["jti"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_ledger_and_every_revocation() {
+    // The synchronous PostgreSQL client may not block a runtime thread without saying so.
+    let pg = tokio::task::block_in_place(Postgres::start);
+    let url = pg.url();
+    let a = Sts::start_with(|dir| {
+        let toml = std::fs::read_to_string(dir.join("sts.toml")).unwrap();
+        std::fs::write(dir.join("sts.toml"), format!("database = \"{url}\"\n{toml}")).unwrap();
+    });
+    // Replica B keeps nothing locally in common with A: its own state directory.
+    let toml = std::fs::read_to_string(a.path("sts.toml")).unwrap();
+    std::fs::write(a.path("sts.toml"), toml.replace("state_dir = \"state\"", "state_dir = \"state-b\"")).unwrap();
+    let b = a.replica();
+    assert!(!a.path("state-b/signing-keys.json").exists() && !a.path("state/signing-keys.json").exists(), "keys live in the database");
+    // Both publish the same keys: one signs, either verifies.
+    let mut jwks = Vec::new();
+    for s in [&a, &b] {
+        let mut c = s.connect(Some("oncall")).await;
+        jwks.push(c.request("GET", "/.well-known/jwks.json", &[], Vec::new()).await.unwrap().body);
+    }
+    assert!(jwks[0].contains("\"kid\"") && jwks[0] == jwks[1], "{jwks:?}");
+
+    // Both replicas grant, each recording in the shared ledger.
+    let p1 = a.person_token("user1", "oncall-agent", "incidents:read");
+    let mut received = Vec::new();
+    for i in 0..20 {
+        let at = if i % 2 == 0 { &a } else { &b };
+        received.push(exchange_at(at, &p1).await.expect("granted"));
+    }
+
+    // A session revoked at replica A is refused by replica B within its refresh period (1 s).
+    let sid = {
+        let mut conn = b.connect(Some("oncall")).await;
+        let r = exchange(&mut conn, &p1, "investigation-agent", "oncall-agent", &[]).await;
+        received.push(payload(&access_token(&r))["jti"].as_str().unwrap().to_string());
+        payload(&access_token(&r))["sid"].as_str().unwrap().to_string()
+    };
+    let mut admin = a.connect(Some("admin")).await;
+    let body = json!({"kind": "session", "value": sid}).to_string().into_bytes();
+    let r = admin.request("POST", "/admin/revocations", &[("content-type", "application/json")], body).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let revoked_at = Instant::now();
+    let mut conn = b.connect(Some("oncall")).await;
+    loop {
+        let r = exchange(&mut conn, &p1, "investigation-agent", "oncall-agent", &[]).await;
+        if r.status != 200 {
+            assert_refused(&r, 400, "invalid_request", "session_revoked");
+            break;
+        }
+        received.push(payload(&access_token(&r))["jti"].as_str().unwrap().to_string());
+        assert!(revoked_at.elapsed() < Duration::from_secs(2), "replica B still grants the revoked session");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And B's feed carries it to every filter that asks B.
+    let mut plain = b.connect(Some("investigation")).await;
+    let feed = plain.request("GET", "/revocations?since=0", &[], Vec::new()).await.unwrap();
+    assert!(feed.body.contains(&sid), "{}", feed.body);
+
+    // Replica A dies under load; B keeps granting; nothing A acknowledged is lost.
+    let p2 = a.person_token("user2", "oncall-agent", "incidents:read");
+    let a_pid = a.child.0.id().to_string();
+    let load_a = async {
+        let mut got = Vec::new();
+        let Ok(mut conn) = tokio::time::timeout(Duration::from_secs(5), a.connect(Some("oncall"))).await else { return got };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            let params = [
+                ("grant_type", TOKEN_EXCHANGE),
+                ("subject_token", p2.as_str()),
+                ("subject_token_type", TT_JWT),
+                ("audience", "investigation-agent"),
+                ("client_id", "oncall-agent"),
+            ];
+            match conn.post_form("/token", &params).await {
+                Ok(r) if r.status == 200 => got.push(payload(&access_token(&r))["jti"].as_str().unwrap().to_string()),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    };
+    let kill_a = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(Command::new("kill").args(["-9", &a_pid]).status().unwrap().success());
+    };
+    let (from_a, ()) = tokio::join!(load_a, kill_a);
+    assert!(!from_a.is_empty(), "replica A granted something before it died");
+    received.extend(from_a);
+    received.push(exchange_at(&b, &p2).await.expect("replica B still grants"));
+
+    // One chain holds every decision from both replicas, intact.
+    let out = Command::new(env!("CARGO_BIN_EXE_actorchain-sts")).args(["ledger", "verify", "--db", &url]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("chain intact"), "{said}");
+    let recorded: std::collections::HashSet<String> = tokio::task::block_in_place(|| {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        db.query("SELECT body::json->>'jti' FROM ledger", &[]).unwrap().iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect()
+    });
+    let missing: Vec<&String> = received.iter().filter(|j| !recorded.contains(*j)).collect();
+    assert!(missing.is_empty(), "{} of {} acknowledged tokens have no ledger record", missing.len(), received.len());
+}
