@@ -544,10 +544,15 @@ impl Demo {
     }
 
     async fn wait_for_keys(&self, w: &Workload) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: on a loaded 2-core machine, V8 compiling the module for every sidecar of every
+        // test running at once can take a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.counter(w, "actorchain.jwks.fetch_ok").await == 0 {
             if Instant::now() > deadline {
-                return Err(format!("the {} sidecar never fetched the STS keys", w.name));
+                let log = std::fs::read_to_string(self.paths.work.join(format!("envoy/{}.log", w.name))).unwrap_or_default();
+                let said: Vec<&str> = log.lines().filter(|l| l.contains("jwks") || l.contains("wasm") || l.contains("error")).collect();
+                let tail = said[said.len().saturating_sub(20)..].join("\n");
+                return Err(format!("the {} sidecar never fetched the STS keys; its log says:\n{tail}", w.name));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
