@@ -10,6 +10,7 @@ use actorchain_demo::fault_sts::{FaultSts, Published, TokenFault};
 use actorchain_demo::hostile::{self, Forge, Row};
 use actorchain_demo::scenario::{self, claims, refusal_reason};
 use actorchain_demo::topology::{Demo, Paths, Tuning};
+use actorchain_sts::dev_postgres::DevPostgres;
 use actorchain_token::Jwk;
 use serde_json::{json, Value};
 
@@ -415,4 +416,87 @@ async fn keys_rotate_under_load_without_a_single_refusal() {
 fn base64_json(part: &str) -> Option<Value> {
     use base64::Engine;
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?).ok()
+}
+
+/// Two STS replicas on one PostgreSQL behind every sidecar's STS cluster: the chain runs while
+/// one replica is killed; a session revoked at that replica beforehand stays refused by the other;
+/// both replicas' decisions form one intact ledger chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_replicas_behind_the_sidecars_share_state_and_survive_one_dying() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let pg = tokio::task::block_in_place(DevPostgres::start).unwrap();
+    let tuning = Tuning { database: Some(pg.url()), ..Tuning::default() };
+    let demo = Demo::start_tuned(Paths::workspace(&root, "debug", work.path().to_path_buf()), tuning).await.expect("demo topology starts");
+
+    // A session revoked at replica A (the demo's admin calls go to it) before A dies.
+    let doomed = demo.person_token("user1", "incidents:read repo:write", 600).unwrap();
+    let run = scenario::oncall(&demo, &doomed, &[]).await.unwrap();
+    assert_eq!(run.status, 200, "{}", run.response);
+    let sid = claims(&run.tokens[1])["sid"].as_str().unwrap().to_string();
+    demo.revoke("session", &sid).await.unwrap();
+
+    // Fresh exchanges while A is killed: after the first failed connection per sidecar, A leaves
+    // the rotation and B answers everything.
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut killed_at = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
+            demo.stop_sts();
+            killed_at = Some(Instant::now());
+        }
+        let fresh = demo.person_token("user2", "incidents:read repo:write", 600).unwrap();
+        let run = scenario::oncall(&demo, &fresh, &[]).await.unwrap();
+        outcomes.push((Instant::now(), run.status, refusal_reason(&run.response)));
+    }
+    let killed_at = killed_at.unwrap();
+    let after: Vec<&(Instant, u16, String)> = outcomes.iter().filter(|(t, _, _)| *t > killed_at).collect();
+    let failed = after.iter().filter(|(_, s, _)| *s != 200).count();
+    let settled = after.iter().filter(|(t, _, _)| *t > killed_at + Duration::from_millis(500)).all(|(_, s, _)| *s == 200);
+    let revoked = scenario::oncall(&demo, &doomed, &[]).await.unwrap();
+    eprintln!("{} runs after the kill, {failed} refused", after.len());
+
+    let verify = std::process::Command::new(root.join("target/debug/actorchain-sts"))
+        .args(["ledger", "verify", "--db", &pg.url()])
+        .output()
+        .unwrap();
+    let rows = vec![
+        row(
+            "replica-killed",
+            "one of two STS replicas killed under load (new exchanges through the chain)",
+            "at most one refused per sidecar, then all 200",
+            if failed <= 2 && settled {
+                "at most one refused per sidecar, then all 200".into()
+            } else {
+                format!("{failed} refused; settled: {settled}")
+            },
+        ),
+        row(
+            "replica-revocation",
+            "a session revoked at the replica that died, asked of the other",
+            "refused (session_revoked)",
+            format!("{} ({})", if revoked.status == 200 { "accepted" } else { "refused" }, refusal_reason(&revoked.response)),
+        ),
+        row(
+            "replica-ledger",
+            "`actorchain-sts ledger verify` on the shared database after the run",
+            "one chain, intact",
+            if verify.status.success() && String::from_utf8_lossy(&verify.stdout).contains("chain intact") {
+                "one chain, intact".into()
+            } else {
+                String::from_utf8_lossy(&verify.stderr).into_owned()
+            },
+        ),
+    ];
+    let failed_rows: Vec<String> =
+        rows.iter().filter(|r| !r.passed()).map(|r| format!("{}: expected {}, observed {}", r.id, r.expected, r.observed)).collect();
+    assert!(failed_rows.is_empty(), "{}", failed_rows.join("\n"));
+    let doc = hostile::render(
+        "Hardening: two STS replicas",
+        "Written by `tests/faults.rs`: two STS replicas share a real PostgreSQL (ledger, revocations, signing \
+         keys); every sidecar's STS cluster balances over both and ejects one at its first failed connection.",
+        &rows,
+    );
+    hostile::check_doc(&root.join("docs/hardening-replicas.md"), &doc).unwrap();
 }

@@ -75,9 +75,12 @@ pub const CHAIN: [(&str, &str); 3] = [("oncall", "oncall-agent"), ("investigatio
 pub struct Demo {
     pub dev: PathBuf,
     pub sts: SocketAddr,
+    /// A second STS sharing the first one's database (with `Tuning::database`).
+    pub sts_replica: Option<SocketAddr>,
     pub workloads: Vec<Workload>,
     /// Behind a lock so a test can kill and restart the STS while requests are in flight.
     sts_child: std::sync::Mutex<Option<Child>>,
+    replica_child: Option<Child>,
     envoys: Vec<Child>,
     paths: Paths,
     tuning: Tuning,
@@ -94,11 +97,14 @@ pub struct Tuning {
     pub rotation: Option<(u64, u64)>,
     /// The STS's `signing.alg` (EdDSA when `None`).
     pub sts_alg: Option<&'static str>,
+    /// A `postgres://` URL: the STS runs as two replicas sharing it, each with a state
+    /// directory of its own, and every sidecar balances over both.
+    pub database: Option<String>,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        for c in self.envoys.iter_mut() {
+        for c in self.envoys.iter_mut().chain(self.replica_child.iter_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -181,7 +187,8 @@ pub struct SidecarSpec {
     /// The app's egress listener and the app itself, on the workload's loopback.
     pub egress_port: u16,
     pub app_port: u16,
-    pub sts: Endpoint,
+    /// The STS replicas (one or more), all reached the same way (by IP or by name).
+    pub sts: Vec<Endpoint>,
     /// The next hop: workload, identity, ingress.
     pub next: Option<(&'static str, &'static str, Endpoint)>,
     pub tuning: Tuning,
@@ -337,7 +344,7 @@ pub fn render_pod_sidecars(
             ingress: Endpoint::ip("0.0.0.0", POD_INGRESS_PORT),
             egress_port: POD_EGRESS_PORT,
             app_port: POD_APP_PORT,
-            sts: sts.clone(),
+            sts: vec![sts.clone()],
             next: CHAIN.get(i + 1).map(|(n, id)| (*n, *id, Endpoint::dns(n, POD_INGRESS_PORT))),
             tuning: Tuning::default(),
             certs: certs.clone(),
@@ -368,6 +375,8 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         vhosts = format!("            - {vhost}\n");
         clusters.push_str(&format!("  - {peer}\n"));
     }
+    let sts_endpoints: Value =
+        spec.sts.iter().map(|e| json!({"endpoint": {"address": {"socket_address": {"address": e.host, "port_value": e.port}}}})).collect();
     let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
     let template = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
     Ok(template
@@ -377,9 +386,8 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         .replace("${INGRESS_PORT}", &spec.ingress.port.to_string())
         .replace("${EGRESS_PORT}", &spec.egress_port.to_string())
         .replace("${APP_PORT}", &spec.app_port.to_string())
-        .replace("${STS_CLUSTER_TYPE}", spec.sts.cluster_type())
-        .replace("${STS_ADDRESS}", &spec.sts.host)
-        .replace("${STS_PORT}", &spec.sts.port.to_string())
+        .replace("${STS_CLUSTER_TYPE}", spec.sts.first().map_or("STATIC", Endpoint::cluster_type))
+        .replace("${STS_ENDPOINTS}", &sts_endpoints.to_string())
         .replace("${INGRESS_TLS}", &tls(None).to_string())
         .replace("${STS_TLS}", &tls(Some(dev::STS_SPIFFE_ID)).to_string())
         .replace("${WASM}", &spec.wasm.display().to_string())
@@ -395,11 +403,11 @@ fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-/// Starts the STS binary on the dev trust domain in `dev`, on `listen` (port 0: any); its event
-/// lines go to `log`.
-pub fn start_sts(paths: &Paths, dev: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr), String> {
+/// Starts the STS binary with `config` (a dev trust domain's `sts.toml`), on `listen` (port 0:
+/// any); its event lines go to `log`.
+pub fn start_sts(paths: &Paths, config: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr), String> {
     let mut child = Command::new(&paths.sts_bin)
-        .args(sts_args(&dev.join("sts.toml"), &listen.to_string(), "127.0.0.1:0"))
+        .args(sts_args(config, &listen.to_string(), "127.0.0.1:0"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -456,10 +464,22 @@ impl Demo {
         if let Some(alg) = tuning.sts_alg {
             tuned = tuned.replace("alg = \"EdDSA\"", &format!("alg = \"{alg}\""));
         }
+        if let Some(url) = &tuning.database {
+            tuned = format!("database = \"{url}\"\n{tuned}");
+            let replica = tuned.replace("state_dir = \"state\"", "state_dir = \"state-b\"");
+            std::fs::write(dev.join("sts-b.toml"), replica).map_err(|e| e.to_string())?;
+        }
         if tuned != toml {
             std::fs::write(dev.join("sts.toml"), tuned).map_err(|e| e.to_string())?;
         }
-        let (sts_child, sts) = start_sts(&paths, &dev, &paths.work.join("sts.log"), ANY_PORT)?;
+        let (sts_child, sts) = start_sts(&paths, &dev.join("sts.toml"), &paths.work.join("sts.log"), ANY_PORT)?;
+        let (replica_child, sts_replica) = match tuning.database {
+            Some(_) => {
+                let (c, a) = start_sts(&paths, &dev.join("sts-b.toml"), &paths.work.join("sts-b.log"), ANY_PORT)?;
+                (Some(c), Some(a))
+            }
+            None => (None, None),
+        };
 
         let mut workloads = Vec::new();
         let mut apps = Vec::new();
@@ -471,7 +491,17 @@ impl Demo {
             workloads.push(Workload { name, identity, app, ingress, egress, admin: None });
             apps.push(listener);
         }
-        let mut demo = Demo { dev, sts, workloads, sts_child: std::sync::Mutex::new(Some(sts_child)), envoys: Vec::new(), paths, tuning };
+        let mut demo = Demo {
+            dev,
+            sts,
+            workloads,
+            sts_child: std::sync::Mutex::new(Some(sts_child)),
+            replica_child,
+            sts_replica,
+            envoys: Vec::new(),
+            paths,
+            tuning,
+        };
         for (i, listener) in apps.into_iter().enumerate() {
             let w = &demo.workloads[i];
             let next = demo.workloads.get(i + 1).map(|n| Next {
@@ -502,7 +532,7 @@ impl Demo {
             ingress: Endpoint::ip("127.0.0.1", w.ingress.port()),
             egress_port: w.egress.port(),
             app_port: w.app.port(),
-            sts: Endpoint::ip("127.0.0.1", self.sts.port()),
+            sts: std::iter::once(self.sts).chain(self.sts_replica).map(|a| Endpoint::ip("127.0.0.1", a.port())).collect(),
             next: next.map(|n| (n.name, n.identity, Endpoint::ip("127.0.0.1", n.ingress.port()))),
             tuning: self.tuning.clone(),
             certs: CertSource::Files,
@@ -676,13 +706,23 @@ impl Demo {
         }
         let none = PathBuf::new();
         let paths = Paths { sts_bin: none.clone(), envoy: none.clone(), wasm: none.clone(), template: none, work: dev.clone() };
-        Ok(Demo { dev, sts, workloads, sts_child: std::sync::Mutex::new(None), envoys: Vec::new(), paths, tuning: Tuning::default() })
+        Ok(Demo {
+            dev,
+            sts,
+            sts_replica: None,
+            workloads,
+            sts_child: std::sync::Mutex::new(None),
+            replica_child: None,
+            envoys: Vec::new(),
+            paths,
+            tuning: Tuning::default(),
+        })
     }
 
     /// Starts the STS again where the sidecars expect it, on the same state.
     pub fn restart_sts(&self) -> Result<(), String> {
         self.stop_sts();
-        let (child, _) = start_sts(&self.paths, &self.dev, &self.paths.work.join("sts.log"), self.sts)?;
+        let (child, _) = start_sts(&self.paths, &self.dev.join("sts.toml"), &self.paths.work.join("sts.log"), self.sts)?;
         *self.sts_child.lock().map_err(|_| "STS lock poisoned")? = Some(child);
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod bench_report;
 pub mod config;
 pub mod db;
 pub mod dev;
+pub mod dev_postgres;
 pub mod error;
 pub mod exchange;
 pub mod form;

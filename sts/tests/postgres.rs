@@ -5,87 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use actorchain_sts::dev_postgres::DevPostgres;
 
 use common::*;
 use serde_json::json;
-
-/// A PostgreSQL server of our own, stopped when dropped.
-struct Postgres {
-    _dir: tempfile::TempDir,
-    port: u16,
-    _server: Reaped,
-}
-
-fn pg_bin(name: &str) -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries in /usr/lib/postgresql (Debian's postgresql; `make test` installs it)")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
-        .filter(|p| p.exists())
-        .collect();
-    versions.sort();
-    versions.pop().unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql"))
-}
-
-/// Runs as the `postgres` system user when we are root (the server refuses to run as root).
-fn as_server_user(program: &Path) -> Command {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
-    if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let data = dir.path().join("data");
-        let out = as_server_user(&pg_bin("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "actorchain", "--auth=trust", "-E", "UTF8", "--no-instructions"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = Reaped(
-            as_server_user(&pg_bin("postgres"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
-                .arg("-k")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let url = format!("postgres://actorchain@127.0.0.1:{port}/postgres");
-            match postgres::Client::connect(&url, postgres::NoTls) {
-                Ok(mut c) => {
-                    c.batch_execute("CREATE DATABASE actorchain").unwrap();
-                    break;
-                }
-                Err(e) => assert!(Instant::now() < deadline, "PostgreSQL did not start: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Postgres { _dir: dir, port, _server: server }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://actorchain@127.0.0.1:{}/actorchain", self.port)
-    }
-}
 
 async fn exchange_at(sts: &Sts, person: &str) -> Option<String> {
     let mut conn = sts.connect(Some("oncall")).await;
@@ -96,7 +22,7 @@ async fn exchange_at(sts: &Sts, person: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_ledger_and_every_revocation() {
     // The synchronous PostgreSQL client may not block a runtime thread without saying so.
-    let pg = tokio::task::block_in_place(Postgres::start);
+    let pg = tokio::task::block_in_place(DevPostgres::start).unwrap();
     let url = pg.url();
     let a = Sts::start_with(|dir| {
         let toml = std::fs::read_to_string(dir.join("sts.toml")).unwrap();
