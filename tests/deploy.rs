@@ -91,7 +91,10 @@ fn rendered_sidecars_pass_envoys_validation_with_files_and_with_spire() {
             assert!(out.status.success() && log.contains("OK"), "{}: {log}", f.display());
             let text = std::fs::read_to_string(&f).unwrap();
             // Reached by name, not by loopback address, and listening beyond loopback.
-            assert!(text.contains("type: STRICT_DNS") && text.contains(r#""address":"sts""#) && text.contains("address: 0.0.0.0"), "{text}");
+            assert!(
+                text.contains("type: STRICT_DNS") && text.contains(r#""address":"sts""#) && text.contains("address: 0.0.0.0"),
+                "{text}"
+            );
             let sds = text.contains("tls_certificate_sds_secret_configs") && text.contains("\"name\":\"spiffe://actorchain.dev\"");
             assert_eq!(sds, kind == "spire", "{kind}: {text}");
             assert_eq!(text.contains("svid/"), kind == "files", "{kind}: no key file in a SPIRE configuration");

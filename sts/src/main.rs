@@ -31,6 +31,13 @@ enum Cmd {
     },
     /// Validate an agent registry file and exit.
     CheckRegistry { file: PathBuf },
+    /// Store an agent registry in the PostgreSQL database shared by STS replicas (validated
+    /// first; every replica takes it in within a second).
+    PutRegistry {
+        #[arg(long)]
+        db: String,
+        file: PathBuf,
+    },
     /// Read the audit ledger: verify its hash chain, print a session's delegation tree, query.
     Ledger {
         #[command(subcommand)]
@@ -118,6 +125,10 @@ fn main() {
         Cmd::CheckRegistry { file } => {
             Registry::load(&file).map(|r| println!("{}: {} agents, valid", file.display(), r.len())).map_err(|e| e.to_string())
         }
+        Cmd::PutRegistry { db, file } => std::fs::read_to_string(&file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|text| actorchain_sts::pg::PgRegistry::open(&db)?.put(&text, false))
+            .map(|_| println!("{}: stored in {}", file.display(), actorchain_sts::pg::redact(&db))),
         Cmd::Ledger { cmd } => run_ledger(cmd),
         Cmd::Dev { cmd } => run_dev(cmd),
     };

@@ -23,6 +23,7 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS ledger_sid ON ledger(sid);
     CREATE INDEX IF NOT EXISTS ledger_sub ON ledger(sub);
     CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts);
+    CREATE TABLE IF NOT EXISTS registry (id INT PRIMARY KEY CHECK (id = 1), toml TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS signing_keys (id INT PRIMARY KEY CHECK (id = 1), ring TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS revocations (
         id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL,
@@ -181,6 +182,35 @@ impl PgRevocations {
                 })
             })
             .collect()
+    }
+}
+
+/// The agent registry, one for all replicas: stored as its TOML text, validated before it is
+/// stored, read by every replica each second.
+pub struct PgRegistry {
+    client: Client,
+}
+
+impl PgRegistry {
+    pub fn open(url: &str) -> Result<PgRegistry, String> {
+        Ok(PgRegistry { client: connect(url)? })
+    }
+
+    /// The stored registry text, if any.
+    pub fn get(&mut self) -> Result<Option<String>, String> {
+        blocking(|| Ok(self.client.query_opt("SELECT toml FROM registry WHERE id = 1", &[]).map_err(err)?.map(|r| r.get(0))))
+    }
+
+    /// Replaces the registry, if `text` is a valid one; `only_if_empty` stores it only when none is
+    /// stored yet (a replica seeding the database from its file). Says whether it stored.
+    pub fn put(&mut self, text: &str, only_if_empty: bool) -> Result<bool, String> {
+        crate::registry::Registry::parse(text)?;
+        let sql = if only_if_empty {
+            "INSERT INTO registry (id, toml) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
+        } else {
+            "INSERT INTO registry (id, toml) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET toml = EXCLUDED.toml"
+        };
+        blocking(|| Ok(self.client.execute(sql, &[&text]).map_err(err)? == 1))
     }
 }
 

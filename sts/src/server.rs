@@ -29,7 +29,7 @@ use crate::https_client::Connection;
 use crate::keys::{generate, FileKeyStore, KeyRing, KeyStore, RotationPolicy};
 use crate::ledger::{session_tree, Filter, Ledger, LedgerStore, SqliteLedger};
 use crate::metrics::Metrics;
-use crate::pg::{PgKeys, PgLedger, PgRevocations};
+use crate::pg::{PgKeys, PgLedger, PgRegistry, PgRevocations};
 use crate::registry::Registry;
 use crate::revocations::{Revocations, SqliteRevocations};
 use crate::svid;
@@ -58,6 +58,8 @@ pub struct Sts {
     cfg: Config,
     alg: actorchain_token::Alg,
     registry: RwLock<Arc<Registry>>,
+    /// With PostgreSQL, the registry is read from it (and the text last taken in).
+    registry_db: Option<Mutex<(PgRegistry, String)>>,
     people: RwLock<Arc<Vec<PersonSource>>>,
     svid: RwLock<Arc<SvidTrust>>,
     keys: RwLock<Arc<KeyState>>,
@@ -91,7 +93,18 @@ impl Sts {
     pub fn open(cfg: Config) -> Result<Arc<Sts>, String> {
         std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
         let alg = cfg.signing_alg()?;
-        let registry = Registry::load(&cfg.registry).map_err(|e| e.to_string())?;
+        let (registry, registry_db) = match cfg.database() {
+            Database::Sqlite(_) => (Registry::load(&cfg.registry).map_err(|e| e.to_string())?, None),
+            Database::Postgres(url) => {
+                // The file seeds an empty database; afterwards the database is the registry.
+                let mut db = PgRegistry::open(&url)?;
+                if let Ok(text) = std::fs::read_to_string(&cfg.registry) {
+                    db.put(&text, true).map_err(|e| format!("{}: {e}", cfg.registry.display()))?;
+                }
+                let text = db.get()?.ok_or("no registry in the database and no registry file to seed it")?;
+                (Registry::parse(&text).map_err(|e| format!("registry in the database: {e}"))?, Some(Mutex::new((db, text))))
+            }
+        };
         let people = load_people(&cfg, &HashMap::new())?;
         let svid = load_svid_trust(&cfg)?;
         let mut key_store: Box<dyn KeyStore> = match cfg.database() {
@@ -125,6 +138,7 @@ impl Sts {
             audit,
             alg,
             registry: RwLock::new(Arc::new(registry)),
+            registry_db,
             people: RwLock::new(Arc::new(people)),
             svid: RwLock::new(Arc::new(svid)),
             keys: RwLock::new(Arc::new(key_state(ring))),
@@ -173,6 +187,39 @@ impl Sts {
         Ok(())
     }
 
+    /// Takes in the registry stored in the database when it changed (another replica or an
+    /// operator stored it); an invalid one is never stored, but a failed read keeps the last.
+    fn refresh_registry_from_db(&self, db: &Mutex<(PgRegistry, String)>, now: u64) {
+        let mut db = db.lock().expect("lock");
+        let text = match db.0.get() {
+            Ok(Some(t)) if t != db.1 => t,
+            Ok(_) => return,
+            Err(e) => {
+                self.audit.emit(
+                    "reload",
+                    &serde_json::json!({ "ts": now, "file": "registry (database)", "result": "kept previous", "error": e }),
+                );
+                return;
+            }
+        };
+        match Registry::parse(&text) {
+            Ok(r) => {
+                self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                *self.registry.write().expect("lock") = Arc::new(r);
+                self.metrics.registry_reload("ok");
+                self.audit.emit("reload", &serde_json::json!({ "ts": now, "file": "registry (database)", "result": "ok" }));
+                db.1 = text;
+            }
+            Err(e) => {
+                self.metrics.registry_reload("error");
+                self.audit.emit(
+                    "reload",
+                    &serde_json::json!({ "ts": now, "file": "registry (database)", "result": "kept previous", "error": e }),
+                );
+            }
+        }
+    }
+
     /// Periodic upkeep: reloads files that changed (keeping the old version when the new one is
     /// invalid) and rotates keys. `force` reloads regardless of modification times (SIGHUP).
     pub fn refresh(&self, now: u64, force: bool) {
@@ -190,7 +237,9 @@ impl Sts {
                 })
                 .collect()
         };
-        if changed.contains(&self.cfg.registry) {
+        if let Some(db) = &self.registry_db {
+            self.refresh_registry_from_db(db, now);
+        } else if changed.contains(&self.cfg.registry) {
             match Registry::load(&self.cfg.registry) {
                 Ok(r) => {
                     self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -1,7 +1,8 @@
 //! Two STS replicas on one real PostgreSQL (Debian's server, started here on a data directory in
-//! a temp dir, loopback only): decisions from both go into one hash chain, a revocation made at
-//! one is enforced by the other within the refresh period, and a replica killed under load loses
-//! nothing it acknowledged.
+//! a temp dir, loopback only): they publish the same keys, decisions from both go into one hash
+//! chain, a revocation made at one is enforced by the other within the refresh period, a replica
+//! killed under load loses nothing it acknowledged, and a registry stored in the database is
+//! applied by every replica.
 
 mod common;
 
@@ -20,7 +21,7 @@ async fn exchange_at(sts: &Sts, person: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_one_ledger_and_every_revocation() {
+async fn two_replicas_share_the_ledger_revocations_keys_and_registry() {
     // The synchronous PostgreSQL client may not block a runtime thread without saying so.
     let pg = tokio::task::block_in_place(DevPostgres::start).unwrap();
     let url = pg.url();
@@ -119,4 +120,29 @@ async fn two_replicas_share_one_ledger_and_every_revocation() {
     });
     let missing: Vec<&String> = received.iter().filter(|j| !recorded.contains(*j)).collect();
     assert!(missing.is_empty(), "{} of {} acknowledged tokens have no ledger record", missing.len(), received.len());
+
+    // The registry lives in the database too: an operator stores a new one (validated first),
+    // and the surviving replica applies it within its refresh period.
+    let narrowed = b.path("registry-narrowed.toml");
+    let registry = std::fs::read_to_string(b.path("registry.toml")).unwrap();
+    std::fs::write(&narrowed, registry.replacen("audiences = [\"investigation-agent\"]", "audiences = [\"monitoring-agent\"]", 1)).unwrap();
+    let broken = b.path("registry-broken.toml");
+    std::fs::write(&broken, "[[agents]]\nid = \"no workloads\"\n").unwrap();
+    let put = |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_actorchain-sts")).args(["put-registry", "--db", &url]).arg(file).output().unwrap()
+    };
+    assert!(!put(&broken).status.success(), "an invalid registry is never stored");
+    assert!(put(&narrowed).status.success());
+    let stored = Instant::now();
+    let p3 = b.person_token("user3", "oncall-agent", "incidents:read");
+    loop {
+        let mut conn = b.connect(Some("oncall")).await;
+        let r = exchange(&mut conn, &p3, "investigation-agent", "oncall-agent", &[]).await;
+        if r.status != 200 {
+            assert_refused(&r, 400, "invalid_target", "audience_not_allowed");
+            break;
+        }
+        assert!(stored.elapsed() < Duration::from_secs(2), "the stored registry was not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
