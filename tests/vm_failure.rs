@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actorchain_demo::apps;
 use actorchain_demo::hostile::{self, Row};
-use actorchain_demo::topology::{lone_filter_config, Paths};
+use actorchain_demo::topology::{envoy_args, listener_ports, lone_filter_config, Paths};
 
 struct Envoy(Child);
 
@@ -20,28 +20,36 @@ impl Drop for Envoy {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One listener with the inbound filter in front of a direct 200, under `policy`.
-fn start(paths: &Paths, wasm: &std::path::Path, policy: &str, port: u16, dir: &std::path::Path) -> Envoy {
+/// One listener with the inbound filter in front of a direct 200, under `policy`; the Envoy and
+/// the port its listener took.
+async fn start(paths: &Paths, wasm: &std::path::Path, policy: &str, dir: &std::path::Path) -> (Envoy, u16) {
     let plugin =
         r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":500}}"#;
-    let config = lone_filter_config(wasm, plugin, policy, port);
+    let config = lone_filter_config(wasm, plugin, policy, 0);
     let cfg = dir.join(format!("{policy}.yaml"));
     std::fs::write(&cfg, config).unwrap();
     let log = std::fs::File::create(dir.join(format!("{policy}.log"))).unwrap();
-    Envoy(
+    let admin_path = dir.join(format!("{policy}.admin"));
+    let envoy = Envoy(
         Command::new(&paths.envoy)
-            .arg("-c")
-            .arg(&cfg)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning"])
+            .args(envoy_args(&cfg))
+            .args(["-l", "warning", "--admin-address-path"])
+            .arg(&admin_path)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap(),
-    )
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(admin) = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse().ok()) {
+            if let Some(port) = listener_ports(admin).await.get("app") {
+                return (envoy, *port);
+            }
+        }
+        assert!(Instant::now() < deadline, "Envoy under {policy} did not start; see {}", dir.join(format!("{policy}.log")).display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Status of a request without a token (the filter answers 401 when it is alive), or of a
@@ -75,8 +83,7 @@ async fn a_crashed_vm_fails_closed_or_reloads_and_never_fails_open() {
     let wasm = wasm.canonicalize().unwrap_or_else(|_| panic!("{} (make test builds it)", wasm.display()));
     let mut rows = Vec::new();
     for (policy, after) in [("FAIL_CLOSED", "503"), ("FAIL_RELOAD", "401")] {
-        let port = free_port();
-        let _envoy = start(&paths, &wasm, policy, port, work.path());
+        let (_envoy, port) = start(&paths, &wasm, policy, work.path()).await;
         let alive = until(port, "401", Duration::from_secs(20)).await;
         let crash = ask(port, true).await;
         // FAIL_RELOAD restarts the VM after a 1 s backoff; give either policy the same time.

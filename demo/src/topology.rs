@@ -3,6 +3,7 @@
 //! tests, so the tests assert exactly what the demo shows. Everything listens on 127.0.0.1, on
 //! ports the kernel hands out, and stops when the `Demo` is dropped.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,7 +82,8 @@ pub struct Demo {
     /// Behind a lock so a test can kill and restart the STS while requests are in flight.
     sts_child: std::sync::Mutex<Option<Child>>,
     replica_child: Option<Child>,
-    envoys: Vec<Child>,
+    /// Each sidecar's Envoy, by workload name.
+    envoys: Vec<(&'static str, Child)>,
     paths: Paths,
     tuning: Tuning,
 }
@@ -104,7 +106,7 @@ pub struct Tuning {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        for c in self.envoys.iter_mut().chain(self.replica_child.iter_mut()) {
+        for c in self.envoys.iter_mut().map(|(_, c)| c).chain(self.replica_child.iter_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -112,15 +114,18 @@ impl Drop for Demo {
     }
 }
 
-/// A bootstrap with one plain-HTTP listener on `port` (0: any): the actorchain filter configured
+/// A bootstrap with one plain-HTTP listener `app` on `port` (0: any; the admin API, on a port of
+/// its own, tells which): the actorchain filter configured
 /// with `plugin` under Envoy's `failure_policy`, in front of a route that answers 200 `app`. The
 /// STS cluster points at a closed port.
 pub fn lone_filter_config(wasm: &Path, plugin: &str, failure_policy: &str, port: u16) -> String {
     format!(
         r#"
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
 static_resources:
   listeners:
-  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+  - name: app
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -399,8 +404,16 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
+/// The ports a running Envoy's listeners are bound to, by listener name.
+pub async fn listener_ports(admin: SocketAddr) -> HashMap<String, u16> {
+    let Ok((200, body)) = apps::http(admin, "GET", "admin", "/listeners?format=json", &[], vec![]).await else { return HashMap::new() };
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    v["listener_statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16)))
+        .collect()
 }
 
 /// Starts the STS binary with `config` (a dev trust domain's `sts.toml`), on `listen` (port 0:
@@ -486,9 +499,9 @@ impl Demo {
         for (name, identity) in CHAIN {
             let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
             let app = listener.local_addr().map_err(|e| e.to_string())?;
-            let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let egress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            workloads.push(Workload { name, identity, app, ingress, egress, admin: None });
+            // The sidecar's listeners take ports of the kernel's choosing; known once it runs.
+            let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
+            workloads.push(Workload { name, identity, app, ingress: unknown, egress: unknown, admin: None });
             apps.push(listener);
         }
         let mut demo = Demo {
@@ -502,6 +515,12 @@ impl Demo {
             paths,
             tuning,
         };
+        // Last hop first: each sidecar's next hop is already listening when it is configured.
+        for i in (0..demo.workloads.len()).rev() {
+            let (admin, ingress, egress) = demo.start_envoy(i).await?;
+            let w = &mut demo.workloads[i];
+            (w.admin, w.ingress, w.egress) = (Some(admin), ingress, egress);
+        }
         for (i, listener) in apps.into_iter().enumerate() {
             let w = &demo.workloads[i];
             let next = demo.workloads.get(i + 1).map(|n| Next {
@@ -511,17 +530,14 @@ impl Demo {
             });
             tokio::spawn(apps::serve(listener, w.identity.to_string(), next, w.name == "mcp-server"));
         }
-        for i in 0..demo.workloads.len() {
-            let admin = demo.start_envoy(i)?;
-            demo.workloads[i].admin = Some(admin);
-        }
         for w in demo.workloads.clone() {
             demo.wait_for_keys(&w).await?;
         }
         Ok(demo)
     }
 
-    fn start_envoy(&mut self, i: usize) -> Result<SocketAddr, String> {
+    /// Starts workload `i`'s Envoy; its admin, ingress and egress addresses.
+    async fn start_envoy(&mut self, i: usize) -> Result<(SocketAddr, SocketAddr, SocketAddr), String> {
         let w = self.workloads[i].clone();
         let next = self.workloads.get(i + 1).cloned();
         let spec = SidecarSpec {
@@ -529,8 +545,8 @@ impl Demo {
             wasm: self.paths.wasm.clone(),
             workload: w.name,
             identity: w.identity,
-            ingress: Endpoint::ip("127.0.0.1", w.ingress.port()),
-            egress_port: w.egress.port(),
+            ingress: Endpoint::ip("127.0.0.1", 0),
+            egress_port: 0,
             app_port: w.app.port(),
             sts: std::iter::once(self.sts).chain(self.sts_replica).map(|a| Endpoint::ip("127.0.0.1", a.port())).collect(),
             next: next.map(|n| (n.name, n.identity, Endpoint::ip("127.0.0.1", n.ingress.port()))),
@@ -553,16 +569,21 @@ impl Demo {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("{}: {e}", self.paths.envoy.display()))?;
-        self.envoys.push(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.envoys.push((w.name, child));
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(a) = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse().ok()) {
-                return Ok(a);
+            let admin: Option<SocketAddr> = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse().ok());
+            if let Some(admin) = admin {
+                let ports = listener_ports(admin).await;
+                if let (Some(ingress), Some(egress)) = (ports.get("ingress"), ports.get("egress")) {
+                    let at = |port: &u16| SocketAddr::from(([127, 0, 0, 1], *port));
+                    return Ok((admin, at(ingress), at(egress)));
+                }
             }
-            if Instant::now() > deadline || self.envoys.last_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+            if Instant::now() > deadline || self.envoys.last_mut().is_some_and(|(_, c)| c.try_wait().ok().flatten().is_some()) {
                 return Err(format!("Envoy for {} did not start; see {}", w.name, dir.join(format!("{}.log", w.name)).display()));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -578,7 +599,7 @@ impl Demo {
         // test running at once can take a while.
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.counter(w, "actorchain.jwks.fetch_ok").await == 0 {
-            if Instant::now() > deadline {
+            if Instant::now() > deadline || !self.envoy_running(w.name) {
                 let log = std::fs::read_to_string(self.paths.work.join(format!("envoy/{}.log", w.name))).unwrap_or_default();
                 let said: Vec<&str> = log.lines().filter(|l| l.contains("jwks") || l.contains("wasm") || l.contains("error")).collect();
                 let tail = said[said.len().saturating_sub(20)..].join("\n");
@@ -589,10 +610,15 @@ impl Demo {
         Ok(())
     }
 
+    /// Whether a workload's Envoy still runs (an exited child stays a zombie until reaped).
+    fn envoy_running(&self, name: &str) -> bool {
+        let status = |pid| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        self.envoy_pid(name).is_some_and(|pid| status(pid).lines().any(|l| l.starts_with("State:") && !l.contains("zombie")))
+    }
+
     /// The process id of a workload's Envoy, for reading its memory.
     pub fn envoy_pid(&self, name: &str) -> Option<u32> {
-        let i = self.workloads.iter().position(|w| w.name == name)?;
-        self.envoys.get(i).map(Child::id)
+        self.envoys.iter().find(|(n, _)| *n == name).map(|(_, c)| c.id())
     }
 
     pub fn workload(&self, name: &str) -> &Workload {
