@@ -16,11 +16,16 @@ pub fn exchange_key(subject: &str, audience: &str) -> String {
     }
     let mut key = String::with_capacity(PREFIX.len() + 64);
     key.push_str(PREFIX);
-    for b in h.finalize() {
-        key.push(char::from_digit((b >> 4) as u32, 16).expect("nibble"));
-        key.push(char::from_digit((b & 15) as u32, 16).expect("nibble"));
-    }
+    push_hex(&mut key, &h.finalize());
     key
+}
+
+/// Appends `bytes` as lower-case hex, without an allocation per byte (this is on the request path).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(char::from_digit((b >> 4) as u32, 16).expect("nibble"));
+        out.push(char::from_digit((b & 15) as u32, 16).expect("nibble"));
+    }
 }
 
 /// A document with the time it was fetched: `"<at>\n<document>"` (the shared JWKS).

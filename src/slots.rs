@@ -64,7 +64,8 @@ impl Slots {
 
     fn place(&self, key: &str) -> Place {
         let digest = Sha256::digest(key.as_bytes());
-        let tag = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let mut tag = String::with_capacity(32);
+        crate::cache::push_hex(&mut tag, &digest[..16]);
         let first = u32::from_be_bytes([digest[16], digest[17], digest[18], digest[19]]) % self.count;
         Place { tag, first }
     }

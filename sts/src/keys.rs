@@ -111,15 +111,32 @@ pub trait KeyStore: Send {
     fn update(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String>;
 }
 
-/// The key file in the state directory (mode 0600), for a single STS.
-pub struct FileKeyStore(pub std::path::PathBuf);
+/// The key file in the state directory (mode 0600), for a single STS: the only writer, so the
+/// file is read once and written on each change, not re-read on every upkeep tick.
+pub struct FileKeyStore {
+    path: std::path::PathBuf,
+    ring: Option<KeyRing>,
+}
+
+impl FileKeyStore {
+    pub fn new(path: std::path::PathBuf) -> FileKeyStore {
+        FileKeyStore { path, ring: None }
+    }
+}
 
 impl KeyStore for FileKeyStore {
     fn update(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String> {
-        let mut ring = KeyRing::load(&self.0).map_err(|e| e.to_string())?.unwrap_or_default();
-        if change(&mut ring) {
-            ring.save(&self.0).map_err(|e| e.to_string())?;
+        let mut ring = match self.ring.take() {
+            Some(r) => r,
+            None => KeyRing::load(&self.path).map_err(|e| e.to_string())?.unwrap_or_default(),
+        };
+        let mut changed = ring.clone();
+        if change(&mut changed) {
+            // Persisted before it is used: a key that signed must survive a restart.
+            changed.save(&self.path).map_err(|e| e.to_string())?;
+            ring = changed;
         }
+        self.ring = Some(ring.clone());
         Ok(ring)
     }
 }

@@ -108,7 +108,7 @@ impl Sts {
         let people = load_people(&cfg, &HashMap::new())?;
         let svid = load_svid_trust(&cfg)?;
         let mut key_store: Box<dyn KeyStore> = match cfg.database() {
-            Database::Sqlite(_) => Box::new(FileKeyStore(cfg.keys_file())),
+            Database::Sqlite(_) => Box::new(FileKeyStore::new(cfg.keys_file())),
             Database::Postgres(url) => Box::new(PgKeys::open(&url)?),
         };
         let ring = key_store.update(&mut |_| false)?;
