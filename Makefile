@@ -106,7 +106,7 @@ demo: envoy wasm-target
 sts:
 	cargo build --release -p actorchain-sts
 	$(STS_BIN) dev init --dir $(DEV)
-	@echo "dev trust domain:   $(DEV) (CA bundle.pem, SVIDs in svid/, person-token issuer idp-key.json)"
+	@echo "dev trust domain:   $(DEV) (CA bundle.pem, SVIDs in svid/, person-token issuers idp-key.json, partner-idp-key.json)"
 	@echo "token endpoint:     https://127.0.0.1:8443/token   admin: http://127.0.0.1:8444/metrics"
 	@echo "a person's token:   $(STS_BIN) dev person-token --dir $(DEV) --sub user1 --aud oncall-agent --scope 'incidents:read repo:write'"
 	$(STS_BIN) serve --config $(DEV)/sts.toml

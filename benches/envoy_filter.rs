@@ -258,6 +258,7 @@ fn token(key: &PrivateKey, kid: &str, aud: &str, agent_chain: &[(&str, &str)], j
     let c = Claims {
         iss: dev::STS_ISSUER.into(),
         sub: "user1".into(),
+        sub_id: actorchain_token::SubjectId::new(dev::IDP_ISSUER, "user1"),
         aud: aud.into(),
         client_id: act.sub.clone(),
         act,

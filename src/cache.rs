@@ -6,11 +6,11 @@ use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "actorchain.xchg.";
 
-/// Key for the token exchanged from `subject` for `audience` (length-prefixed, so no two
-/// different pairs hash the same input).
-pub fn exchange_key(subject: &str, audience: &str) -> String {
+/// Key for the token exchanged from `subject` for `audience` with at most `scope` (length-prefixed,
+/// so no two different triples hash the same input).
+pub fn exchange_key(subject: &str, audience: &str, scope: &str) -> String {
     let mut h = Sha256::new();
-    for part in [subject, audience] {
+    for part in [subject, audience, scope] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -46,6 +46,7 @@ pub struct Entry<'a> {
     pub exp: u64,
     pub jti: &'a str,
     pub sid: &'a str,
+    pub sub_iss: &'a str,
     pub sub: &'a str,
     /// Agents of the chain, comma-separated.
     pub agents: &'a str,
@@ -62,12 +63,21 @@ fn field(s: &str) -> String {
 
 impl<'a> Entry<'a> {
     pub fn encode(&self) -> Vec<u8> {
-        format!("{}\n{}\n{}\n{}\n{}\n{}", self.exp, field(self.jti), field(self.sid), field(self.sub), self.agents, self.token).into_bytes()
+        let (jti, sid, iss, sub) = (field(self.jti), field(self.sid), field(self.sub_iss), field(self.sub));
+        format!("{}\n{jti}\n{sid}\n{iss}\n{sub}\n{}\n{}", self.exp, self.agents, self.token).into_bytes()
     }
 
     pub fn decode(bytes: &'a [u8]) -> Option<Entry<'a>> {
-        let mut p = std::str::from_utf8(bytes).ok()?.splitn(6, '\n');
-        let e = Entry { exp: p.next()?.parse().ok()?, jti: p.next()?, sid: p.next()?, sub: p.next()?, agents: p.next()?, token: p.next()? };
+        let mut p = std::str::from_utf8(bytes).ok()?.splitn(7, '\n');
+        let e = Entry {
+            exp: p.next()?.parse().ok()?,
+            jti: p.next()?,
+            sid: p.next()?,
+            sub_iss: p.next()?,
+            sub: p.next()?,
+            agents: p.next()?,
+            token: p.next()?,
+        };
         (!e.token.is_empty()).then_some(e)
     }
 
@@ -76,6 +86,7 @@ impl<'a> Entry<'a> {
         Handles {
             jti: Some(self.jti).filter(|j| !j.is_empty()),
             sid: Some(self.sid).filter(|s| !s.is_empty()),
+            sub_iss: self.sub_iss,
             sub: self.sub,
             agents: self.agents.split(',').filter(nonempty),
         }
@@ -93,18 +104,19 @@ mod tests {
 
     #[test]
     fn keys_and_entries() {
-        assert_ne!(exchange_key("ab", "c"), exchange_key("a", "bc"));
-        assert_eq!(exchange_key("t", "a").len(), PREFIX.len() + 64);
-        assert!(!exchange_key("secret-token", "a").contains("secret"));
+        assert_ne!(exchange_key("ab", "c", ""), exchange_key("a", "bc", ""));
+        assert_ne!(exchange_key("t", "a", "repo:write"), exchange_key("t", "a", ""));
+        assert_eq!(exchange_key("t", "a", "").len(), PREFIX.len() + 64);
+        assert!(!exchange_key("secret-token", "a", "").contains("secret"));
         assert_eq!(unstamp(&stamp(42, "doc")), Some((42, "doc")));
         assert_eq!(unstamp(b""), None);
         assert_eq!(unstamp(b"x\ndoc"), None);
-        let e = Entry { exp: 9, jti: "j\n1", sid: "s", sub: "user1", agents: "a,b", token: "t.o.k" };
+        let e = Entry { exp: 9, jti: "j\n1", sid: "s", sub_iss: "https://idp", sub: "user1", agents: "a,b", token: "t.o.k" };
         let bytes = e.encode();
         let d = Entry::decode(&bytes).unwrap();
-        assert_eq!((d.exp, d.jti, d.agents, d.token), (9, "j 1", "a,b", "t.o.k"));
+        assert_eq!((d.exp, d.jti, d.sub_iss, d.agents, d.token), (9, "j 1", "https://idp", "a,b", "t.o.k"));
         assert_eq!(d.handles().agents.collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(Entry::decode(b"9\nj\ns\nu\na\n"), None);
+        assert_eq!(Entry::decode(b"9\nj\ns\ni\nu\na\n"), None);
         assert!(fresh(100, 80, 10));
         assert!(!fresh(100, 90, 10));
     }

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use actorchain_token::{is_principal_id, ChainLimits, KeySet, PersonIssuer, ScopeSet, TimeWindow, MAX_DEPTH_CEILING};
+use actorchain_token::{
+    is_issuer_id, is_principal_id, is_spiffe_id, ChainLimits, KeySet, PersonIssuer, ScopeSet, TimeWindow, MAX_DEPTH_CEILING,
+};
 use serde::Deserialize;
 
-use crate::policy::{McpMethod, Pattern, Rule, Target};
+use crate::policy::{McpMethod, Originator, Pattern, Rule, Target};
 use crate::slots::SharedSlots;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,36 @@ pub struct McpConfig {
     pub filter_tools_list: bool,
 }
 
+/// Who must present a token: the workload it was issued to, proven by its client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderBinding {
+    /// A request without a verified peer certificate is refused (`sender_unauthenticated`).
+    Required,
+    /// Compared when there is a peer certificate; a plaintext request or TLS without a client
+    /// certificate is let through. Weaker: a stolen token works from any unauthenticated peer.
+    WhenPresent,
+    Off,
+}
+
+/// An identity provider whose people enter here, and which workloads may present its tokens.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub issuer: PersonIssuer,
+    /// SPIFFE IDs of the peers that may present these tokens (the front end, the ingress
+    /// gateway); empty: any authenticated peer.
+    pub presenters: Vec<String>,
+}
+
+/// How accepted requests are made findable by the outbound side (see `correlation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Correlation {
+    /// Record accepted tokens for this workload's outbound side (off for workloads that call no one).
+    pub record: bool,
+    /// Also hand the key over as `x-request-id` (replacing the caller's), for apps that propagate
+    /// nothing else.
+    pub x_request_id: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct InboundConfig {
     pub issuer: String,
@@ -59,15 +91,27 @@ pub struct InboundConfig {
     /// Least time between two JWKS fetches caused by unknown `kid`s.
     pub jwks_min_refetch: Duration,
     /// Identity providers whose person tokens this entry point accepts (a session's first hop).
-    pub people: Vec<PersonIssuer>,
+    pub people: Vec<Person>,
     pub rules: Vec<Rule>,
     pub mcp: Option<McpConfig>,
     /// Verified tokens remembered per worker; 0 turns the cache off.
     pub verified_cache_size: usize,
-    /// Refuse a token presented over mTLS by another workload than its current actor's.
-    pub sender_binding: bool,
-    /// Where accepted tokens are recorded for the outbound side's trace-context lookup.
+    /// Refuse a token presented by another workload than its current actor's.
+    pub sender_binding: SenderBinding,
+    pub correlation: Correlation,
+    /// Where accepted tokens are recorded for the outbound side's correlation lookup.
     pub slots: SharedSlots,
+}
+
+/// Where a destination's calls go: the audience, and at most which scopes they carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub audience: String,
+    /// The most a token for this destination may carry; the STS is asked for this ∩ what the
+    /// subject holds. `None`: everything the subject and the registry allow.
+    pub scope: Option<ScopeSet>,
+    /// `scope` as text, rendered once: part of the exchange cache key.
+    pub scope_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +119,8 @@ pub struct OutboundConfig {
     /// The agent this workload speaks for (`client_id` at the STS).
     pub agent: String,
     pub sts: StsConfig,
-    /// Destination authority (host or host:port) → audience identity.
-    pub destinations: HashMap<String, String>,
+    /// Destination authority (host or host:port) → audience identity and scope.
+    pub destinations: HashMap<String, Destination>,
     pub pass_unmapped: bool,
     /// With no token to exchange, let the agent act as itself at the root of a new chain
     /// (scheduled jobs; the STS must allow it for the agent) instead of refusing.
@@ -117,6 +161,33 @@ struct RawPerson {
     issuer: String,
     jwks: serde_json::Value,
     typ: Option<String>,
+    #[serde(default)]
+    presenters: Vec<String>,
+}
+
+/// A person a rule names: by issuer and subject (two issuers' `user1` are two people).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOriginatorId {
+    issuer: String,
+    sub: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCorrelation {
+    #[serde(default = "default_true")]
+    record: bool,
+    #[serde(default)]
+    x_request_id: bool,
+}
+
+/// A destination given as `{"audience": ..., "scope": ...}` rather than just its audience.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScopedDestination {
+    audience: String,
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +201,7 @@ struct RawRule {
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
-    originators: Vec<String>,
+    originators: Vec<serde_json::Value>,
     #[serde(default)]
     actors: Vec<String>,
     #[serde(default)]
@@ -176,8 +247,8 @@ struct RawInbound {
     mcp: Option<RawMcp>,
     #[serde(default = "default_verified_cache")]
     verified_cache_size: usize,
-    #[serde(default = "default_true")]
-    sender_binding: bool,
+    sender_binding: Option<serde_json::Value>,
+    correlation: Option<RawCorrelation>,
     #[serde(default = "default_slots")]
     shared_slots: u32,
 }
@@ -187,7 +258,7 @@ struct RawInbound {
 struct RawOutbound {
     agent: String,
     sts: RawSts,
-    destinations: HashMap<String, String>,
+    destinations: HashMap<String, serde_json::Value>,
     #[serde(default = "default_unmapped")]
     unmapped_destination: String,
     #[serde(default = "default_no_subject")]
@@ -339,16 +410,35 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
     if r.verified_cache_size > 1_000_000 {
         return err("verified_cache_size", "at most 1000000");
     }
-    let mut people = Vec::new();
+    if !is_issuer_id(&r.issuer) {
+        return err("issuer", "required: 1-1024 printable ASCII, no spaces");
+    }
+    let mut people: Vec<Person> = Vec::new();
     for (i, p) in r.people.into_iter().enumerate() {
-        if p.issuer.is_empty() || p.issuer == r.issuer {
-            return err(&format!("people[{i}].issuer"), "required, and different from the STS issuer");
+        // The STS's issuer vouches for agents acting as themselves; no person's IdP may share it.
+        if !is_issuer_id(&p.issuer) || p.issuer == r.issuer || people.iter().any(|q| q.issuer.issuer == p.issuer) {
+            return err(&format!("people[{i}].issuer"), "required (no spaces), listed once, and different from the STS issuer");
         }
         let keys = KeySet::from_jwks(p.jwks.to_string().as_bytes()).or_else(|e| err(&format!("people[{i}].jwks"), e))?;
         if keys.is_empty() {
             return err(&format!("people[{i}].jwks"), "has no usable EdDSA or ES256 key");
         }
-        people.push(PersonIssuer { issuer: p.issuer, keys, typ: p.typ });
+        for (j, id) in p.presenters.iter().enumerate() {
+            if !is_spiffe_id(id) {
+                return err(&format!("people[{i}].presenters[{j}]"), format!("{id:?} is not a SPIFFE ID"));
+            }
+        }
+        people.push(Person { issuer: PersonIssuer { issuer: p.issuer, keys, typ: p.typ }, presenters: p.presenters });
+    }
+    let sender_binding = match r.sender_binding.as_ref().map(|v| (v.as_bool(), v.as_str())) {
+        None | Some((Some(true), _)) | Some((_, Some("required"))) => SenderBinding::Required,
+        Some((_, Some("when_present"))) => SenderBinding::WhenPresent,
+        Some((Some(false), _)) | Some((_, Some("off"))) => SenderBinding::Off,
+        Some(_) => return err("sender_binding", "must be \"required\" (or true), \"when_present\" or \"off\" (or false)"),
+    };
+    let correlation = r.correlation.unwrap_or(RawCorrelation { record: true, x_request_id: false });
+    if correlation.x_request_id && !correlation.record {
+        return err("correlation.x_request_id", "needs correlation.record");
     }
     let mut rules = Vec::new();
     for (i, raw) in r.rules.into_iter().enumerate() {
@@ -387,7 +477,8 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         mcp,
         verified_cache_size: r.verified_cache_size,
         slots: shared_slots(r.shared_slots)?,
-        sender_binding: r.sender_binding,
+        sender_binding,
+        correlation: Correlation { record: correlation.record, x_request_id: correlation.x_request_id },
     })
 }
 
@@ -417,12 +508,21 @@ fn rule(i: usize, r: RawRule) -> Result<Rule, ConfigError> {
         _ => return err(&f("path_prefix"), "a rule has either path_prefix (and method), or mcp_method and name"),
     };
     let scopes = ScopeSet::from_tokens(r.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
-    for (list, name) in [
-        (&r.originators, "originators"),
-        (&r.actors, "actors"),
-        (&r.chain_includes, "chain_includes"),
-        (&r.chain_excludes, "chain_excludes"),
-    ] {
+    let mut originators = Vec::with_capacity(r.originators.len());
+    for (j, o) in r.originators.into_iter().enumerate() {
+        let Ok(RawOriginatorId { issuer, sub }) = serde_json::from_value(o) else {
+            return err(
+                &f(&format!("originators[{j}]")),
+                "name the person with the issuer that vouches for them: {\"issuer\": ..., \"sub\": ...}",
+            );
+        };
+        if !is_issuer_id(&issuer) {
+            return err(&f(&format!("originators[{j}].issuer")), "1-1024 printable ASCII, no spaces");
+        }
+        principal(&f(&format!("originators[{j}].sub")), &sub)?;
+        originators.push(Originator { issuer, sub: Pattern(sub) });
+    }
+    for (list, name) in [(&r.actors, "actors"), (&r.chain_includes, "chain_includes"), (&r.chain_excludes, "chain_excludes")] {
         for (j, v) in list.iter().enumerate() {
             principal(&f(&format!("{name}[{j}]")), v)?;
         }
@@ -434,7 +534,7 @@ fn rule(i: usize, r: RawRule) -> Result<Rule, ConfigError> {
         id: r.id.unwrap_or_else(|| format!("rules[{i}]")),
         target,
         scopes,
-        originators: r.originators.into_iter().map(Pattern).collect(),
+        originators,
         actors: r.actors.into_iter().map(Pattern).collect(),
         people_directly: r.people_directly,
         chain_includes: r.chain_includes,
@@ -459,12 +559,25 @@ fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
         return err("cache_margin_seconds", "at most 600");
     }
     let mut destinations = HashMap::new();
-    for (authority, audience) in r.destinations {
+    for (authority, raw) in r.destinations {
+        let at = format!("destinations.{authority}");
         if authority.is_empty() || authority.bytes().any(|b| b.is_ascii_uppercase() || b == b'/') {
-            return err(&format!("destinations.{authority}"), "keys are lower-case host or host:port");
+            return err(&at, "keys are lower-case host or host:port");
         }
-        principal(&format!("destinations.{authority}"), &audience)?;
-        destinations.insert(authority, audience);
+        let (audience, scope) = match raw {
+            serde_json::Value::String(a) => (a, None),
+            other => match serde_json::from_value::<RawScopedDestination>(other) {
+                Ok(d) => (d.audience, d.scope),
+                Err(_) => return err(&at, "an audience, or {\"audience\": ..., \"scope\": \"space-separated scopes\"}"),
+            },
+        };
+        principal(&at, &audience)?;
+        let scope = match scope {
+            Some(s) => Some(ScopeSet::parse(&s).or_else(|_| err(&format!("{at}.scope"), "not space-separated scope tokens"))?),
+            None => None,
+        };
+        let scope_key = scope.as_ref().map(ToString::to_string).unwrap_or_default();
+        destinations.insert(authority, Destination { audience, scope, scope_key });
     }
     Ok(OutboundConfig {
         agent: r.agent,
@@ -482,9 +595,9 @@ mod tests {
     use super::*;
 
     const IN: &str = r#"{"mode":"inbound","issuer":"https://sts","audience":"mcp-gateway","sts":{"cluster":"sts"},
-        "rules":[{"method":"POST","path_prefix":"/mcp","scopes":["repo:write"],"originators":["user1"]}]}"#;
+        "rules":[{"method":"POST","path_prefix":"/mcp","scopes":["repo:write"],"originators":[{"issuer":"https://idp","sub":"user1"}]}]}"#;
     const OUT: &str = r#"{"mode":"outbound","agent":"oncall-agent","sts":{"cluster":"sts","timeout_ms":500},
-        "destinations":{"investigation":"investigation-agent"}}"#;
+        "destinations":{"investigation":"investigation-agent","mcp":{"audience":"mcp-gateway","scope":"repo:write"}}}"#;
 
     #[test]
     fn parses_both_modes() {
@@ -493,8 +606,21 @@ mod tests {
         assert_eq!(i.rules[0].scopes.to_string(), "repo:write");
         assert_eq!(i.sts.timeout, Duration::from_secs(1));
         let Config::Outbound(o) = Config::parse(OUT.as_bytes()).unwrap() else { panic!("outbound") };
-        assert_eq!(o.destinations["investigation"], "investigation-agent");
+        assert_eq!(
+            o.destinations["investigation"],
+            Destination { audience: "investigation-agent".into(), scope: None, scope_key: String::new() }
+        );
+        assert_eq!(o.destinations["mcp"].scope.as_ref().map(ToString::to_string).as_deref(), Some("repo:write"));
         assert!(!o.pass_unmapped);
+        assert_eq!(i.sender_binding, SenderBinding::Required);
+        assert_eq!(i.correlation, Correlation { record: true, x_request_id: false });
+        let modes = |v: &str| match Config::parse(IN.replace("\"rules\"", &format!("\"sender_binding\":{v},\"rules\"")).as_bytes()) {
+            Ok(Config::Inbound(i)) => Some(i.sender_binding),
+            _ => None,
+        };
+        assert_eq!(modes("false"), Some(SenderBinding::Off));
+        assert_eq!(modes("\"when_present\""), Some(SenderBinding::WhenPresent));
+        assert_eq!(modes("\"required\""), Some(SenderBinding::Required));
     }
 
     #[test]
@@ -518,6 +644,19 @@ mod tests {
             (IN.replace("\"rules\"", "\"people\":[{\"issuer\":\"https://idp\",\"jwks\":{\"keys\":[]}}],\"rules\""), "people[0].jwks"),
             (IN.replace("\"rules\"", "\"mcp\":{\"max_batch\":0},\"rules\""), "mcp.max_batch"),
             (IN.replace("\"rules\"", "\"shared_slots\":8,\"rules\""), "shared_slots"),
+            (IN.replace("\"rules\"", "\"sender_binding\":\"sometimes\",\"rules\""), "sender_binding"),
+            (IN.replace("\"rules\"", "\"correlation\":{\"record\":false,\"x_request_id\":true},\"rules\""), "correlation.x_request_id"),
+            (IN.replace("{\"issuer\":\"https://idp\",\"sub\":\"user1\"}", "\"user1\""), "rules[0].originators[0]: name the person"),
+            (OUT.replace("\"investigation-agent\"", "{\"aud\":\"investigation-agent\"}"), "destinations.investigation"),
+            (IN.replace("\"issuer\":\"https://idp\",\"sub\"", "\"issuer\":\"https://i dp\",\"sub\""), "rules[0].originators[0].issuer"),
+            (
+                IN.replace(
+                    "\"issuer\":\"https://sts\"",
+                    "\"issuer\":\"https://sts\",\"people\":[{\"issuer\":\"https://sts\",\"jwks\":{\"keys\":[]}}]",
+                ),
+                "people[0].issuer",
+            ),
+            (OUT.replace("\"scope\":\"repo:write\"", "\"scope\":\"repo:write  x\""), "destinations.mcp.scope"),
             (OUT.replace("\"agent\"", "\"shared_slots\":4294967295,\"agent\""), "shared_slots"),
         ] {
             let e = Config::parse(cfg.as_bytes()).unwrap_err();

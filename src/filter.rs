@@ -9,17 +9,17 @@ use serde::Serialize;
 
 use crate::bearer::bearer;
 use crate::cache;
-use crate::config::{InboundConfig, OutboundConfig};
+use crate::config::{InboundConfig, OutboundConfig, SenderBinding};
+use crate::correlation::{self, Carrier, Minter};
 use crate::host::Host;
-use crate::identity;
-use crate::inbound::{authenticate, authorize, check_sender, identity_headers, Outcome, Verified};
+use crate::identity::{self, Verified};
+use crate::inbound::{authenticate, authorize, check_sender, Outcome};
 use crate::mcp;
 use crate::outbound;
 use crate::policy::{authorize_mcp, mcp_rule, McpMethod};
 use crate::reply::{self, LocalReply};
 use crate::revocation_feed::Revocations;
 use crate::singleflight::Inflight;
-use crate::trace::context_keys;
 use crate::verified_cache::VerifiedCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,20 +138,56 @@ pub struct InboundFilter {
     pub body_wanted: bool,
     /// The request lists tools: the answer is trimmed to the caller's tools.
     filter_list: bool,
-    /// Trace-context keys this request's token was recorded under, marked done when it ends.
-    recorded: Vec<String>,
+    /// This worker's correlation keys.
+    minter: Rc<RefCell<Minter>>,
+    /// The correlation key this request's token was recorded under, removed when it ends.
+    recorded: Option<String>,
 }
 
 impl InboundFilter {
-    pub fn new(cfg: Rc<InboundConfig>, jwks: Rc<RefCell<Jwks>>, revoked: Rc<RefCell<Revocations>>) -> Self {
-        InboundFilter { cfg, jwks, revoked, who: None, body_wanted: false, filter_list: false, recorded: Vec::new() }
+    pub fn new(cfg: Rc<InboundConfig>, jwks: Rc<RefCell<Jwks>>, revoked: Rc<RefCell<Revocations>>, minter: Rc<RefCell<Minter>>) -> Self {
+        InboundFilter { cfg, jwks, revoked, who: None, body_wanted: false, filter_list: false, minter, recorded: None }
     }
 
-    /// The request is over: its trace records may give way first to those of requests in flight.
+    /// The request is over: its record goes with it, so no later call can continue it.
     pub fn on_done<H: Host>(&mut self, host: &mut H) {
-        for key in self.recorded.drain(..) {
-            self.cfg.slots.trace.done(host, &key);
+        if let Some(key) = self.recorded.take() {
+            self.cfg.slots.trace.remove(host, &key);
         }
+    }
+
+    /// Makes the accepted request findable by this workload's outbound side under a key minted
+    /// here (never one the caller chose), handed to the app in `tracestate` (and `x-request-id`
+    /// when configured). A caller's `tracestate` member of our name never reaches the app.
+    fn correlate<H: Host>(&mut self, host: &mut H, headers: &[(String, String)], who: &Verified, token: &str, now: u64) {
+        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
+        let corr = self.cfg.correlation;
+        if !corr.record {
+            if correlation::has_member(&tracestate) {
+                host.set_request_header("tracestate", correlation::tracestate_without(&tracestate).as_deref());
+            }
+            return;
+        }
+        let key = self.minter.borrow_mut().key();
+        let agents = who.agents.join(",");
+        let entry = cache::Entry {
+            exp: who.exp,
+            jti: who.jti.as_deref().unwrap_or(""),
+            sid: who.sid.as_deref().unwrap_or(""),
+            sub_iss: &who.sub_iss,
+            sub: &who.sub,
+            agents: &agents,
+            token,
+        };
+        self.cfg.slots.trace.put(host, &key, now, who.exp, &correlation::encode_record(&entry, corr.x_request_id));
+        host.set_request_header("tracestate", Some(&correlation::tracestate_with(&key, &tracestate)));
+        if !headers.iter().any(|(n, v)| n == "traceparent" && correlation::is_traceparent(v)) {
+            host.set_request_header("traceparent", Some(&self.minter.borrow_mut().traceparent()));
+        }
+        if corr.x_request_id {
+            host.set_request_header("x-request-id", Some(&key));
+        }
+        self.recorded = Some(key);
     }
 
     pub fn on_request_headers<H: Host>(&mut self, host: &mut H) -> Action {
@@ -186,8 +222,7 @@ impl InboundFilter {
             jti: who.jti.as_deref(),
             ..AuditLine::default()
         };
-        // The peer certificate is read only when there is something to compare it with.
-        let peer = if self.cfg.sender_binding && who.actor_workload.is_some() { host.peer_identity() } else { None };
+        let peer = if self.cfg.sender_binding == SenderBinding::Off { None } else { host.peer_identity() };
         if let Err(reply) = check_sender(&self.cfg, &who, peer.as_deref()) {
             return refuse(host, "inbound", reply, about);
         }
@@ -198,27 +233,10 @@ impl InboundFilter {
         if let Err(reply) = authorize(&self.cfg, &who, method, path) {
             return refuse(host, "inbound", reply, about);
         }
-        for (name, value) in identity_headers(&who) {
+        for (name, value) in identity::headers(&who) {
             host.set_request_header(name, Some(&value));
         }
-        // Recorded so the outbound side can find the subject through the trace context.
-        let keys = context_keys(find("traceparent"), find("x-request-id"));
-        if !keys.is_empty() {
-            let agents = who.agents.join(",");
-            let entry = cache::Entry {
-                exp: who.exp,
-                jti: who.jti.as_deref().unwrap_or(""),
-                sid: who.sid.as_deref().unwrap_or(""),
-                sub: &who.sub,
-                agents: &agents,
-                token,
-            };
-            let bytes = entry.encode();
-            for key in &keys {
-                self.cfg.slots.trace.put(host, key, now, who.exp, &bytes);
-            }
-            self.recorded = keys;
-        }
+        self.correlate(host, &headers, &who, token, now);
         host.count("actorchain.inbound.accepted");
         AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
         if self.cfg.mcp.as_ref().is_some_and(|m| method == "POST" && path.starts_with(&m.path_prefix)) {
@@ -313,57 +331,75 @@ pub struct OutboundFilter {
 }
 
 impl OutboundFilter {
+    /// The token of the request this call continues, found through the correlation key the app
+    /// propagated (our `tracestate` member, or `x-request-id` where the inbound side put it there).
+    /// `Err`: that work was revoked since it was accepted.
+    fn continued<H: Host>(&self, host: &H, tracestate: &[&str], request_id: Option<&str>, now: u64) -> Result<Option<String>, LocalReply> {
+        let found = match correlation::key_in(tracestate) {
+            Some(k) => Some((k, Carrier::TraceState)),
+            None => request_id.filter(|r| correlation::is_key(r)).map(|k| (k, Carrier::RequestId)),
+        };
+        let Some((key, carrier)) = found else { return Ok(None) };
+        let Some(v) = self.cfg.slots.trace.get(host, key) else { return Ok(None) };
+        let Some(e) = correlation::decode_record(&v, carrier).filter(|e| cache::fresh(e.exp, now, 0)) else { return Ok(None) };
+        if let Some(kind) = self.revoked.borrow().set.matches(&e.handles()) {
+            return Err(reply::forbidden(kind.reason(), &format!("the work this call continues belongs to a revoked {}", kind.as_str())));
+        }
+        Ok(Some(e.token.to_string()))
+    }
+
     pub fn on_request_headers<H: Host>(&mut self, host: &mut H) -> Action {
         let headers = host.request_headers();
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-        let audience = match outbound::audience(&self.cfg, find(":authority").unwrap_or("")) {
-            Ok(Some(a)) => a.to_string(),
+        let cfg = Rc::clone(&self.cfg);
+        let dest = match outbound::destination(&cfg, find(":authority").unwrap_or("")) {
+            Ok(Some(d)) => d,
             Ok(None) => return Action::Continue,
             Err(reply) => return refuse(host, "outbound", reply, AuditLine::default()),
         };
+        let audience = dest.audience.as_str();
         let now = host.now();
+        let about = || AuditLine { audience: Some(audience), ..AuditLine::default() };
+        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
+        let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
+        // The correlation key is consulted only when the app sent no token itself.
+        let recorded = match bearer(&auth) {
+            Ok(None) => match self.continued(host, &tracestate, find("x-request-id"), now) {
+                Ok(r) => r,
+                Err(reply) => return refuse(host, "outbound", reply, about()),
+            },
+            _ => None,
+        };
+        // The key is this workload's alone: it never leaves with the call.
+        if correlation::has_member(&tracestate) {
+            host.set_request_header("tracestate", correlation::tracestate_without(&tracestate).as_deref());
+        }
+        let subject = match outbound::subject(&cfg, &auth, recorded) {
+            Ok(s) => s,
+            Err(reply) => return refuse(host, "outbound", reply, about()),
+        };
         let revoked = self.revoked.clone();
         let usable =
             |e: &cache::Entry<'_>, margin: u64| cache::fresh(e.exp, now, margin) && revoked.borrow().set.matches(&e.handles()).is_none();
-        let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
-        // The trace context is consulted only when the app sent no token itself.
-        let mut recorded = None;
-        let keys = if matches!(bearer(&auth), Ok(None)) { context_keys(find("traceparent"), find("x-request-id")) } else { Vec::new() };
-        for k in keys {
-            let Some(v) = self.cfg.slots.trace.get(host, &k) else { continue };
-            let Some(e) = cache::Entry::decode(&v).filter(|e| cache::fresh(e.exp, now, 0)) else { continue };
-            // The work this call continues was revoked since it was accepted: say so.
-            if let Some(kind) = revoked.borrow().set.matches(&e.handles()) {
-                let what = format!("the work this call continues belongs to a revoked {}", kind.as_str());
-                return refuse(
-                    host,
-                    "outbound",
-                    reply::forbidden(kind.reason(), &what),
-                    AuditLine { audience: Some(&audience), ..AuditLine::default() },
-                );
-            }
-            recorded = Some(e.token.to_string());
-            break;
-        }
-        let subject = match outbound::subject(&self.cfg, &auth, recorded) {
-            Ok(s) => s,
-            Err(reply) => return refuse(host, "outbound", reply, AuditLine { audience: Some(&audience), ..AuditLine::default() }),
-        };
-        let key = cache::exchange_key(subject.cache_input(), &audience);
-        if let Some(v) = self.cfg.slots.exchange.get(host, &key) {
-            if let Some(e) = cache::Entry::decode(&v).filter(|e| usable(e, self.cfg.cache_margin_secs)) {
+        let key = cache::exchange_key(subject.cache_input(), audience, &dest.scope_key);
+        if let Some(v) = cfg.slots.exchange.get(host, &key) {
+            if let Some(e) = cache::Entry::decode(&v).filter(|e| usable(e, cfg.cache_margin_secs)) {
                 host.count("actorchain.outbound.cache_hit");
                 host.set_request_header("authorization", Some(&format!("Bearer {}", e.token)));
                 return Action::Continue;
             }
         }
         host.count("actorchain.outbound.cache_miss");
+        let ask = match outbound::scope_to_ask(&subject, dest.scope.as_ref(), audience) {
+            Ok(a) => a,
+            Err(reply) => return refuse(host, "outbound", reply, about()),
+        };
         let leader = self.inflight.borrow_mut().join(&key, self.context_id);
-        self.pending = Some(Pending { key: key.clone(), audience: audience.clone(), leader });
+        self.pending = Some(Pending { key: key.clone(), audience: audience.to_string(), leader });
         if !leader {
             return Action::Pause;
         }
-        let (hdrs, body) = outbound::token_request(&self.cfg.sts, &self.cfg.agent, &subject, &audience);
+        let (hdrs, body) = outbound::token_request(&cfg.sts, &cfg.agent, &subject, audience, ask.as_ref());
         let hdrs: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         match host.dispatch(&self.cfg.sts, &hdrs, body.as_bytes()) {
             Ok(_) => Action::Pause,
@@ -371,8 +407,7 @@ impl OutboundFilter {
                 // Nobody else can be waiting yet: the join and this failure happen in one callback.
                 self.inflight.borrow_mut().finish(&key);
                 self.pending = None;
-                let about = AuditLine { audience: Some(&audience), ..AuditLine::default() };
-                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about)
+                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about())
             }
         }
     }
@@ -388,7 +423,15 @@ impl OutboundFilter {
             Ok(outbound::Exchanged { token, claims }) => {
                 let exp = claims.exp;
                 let agents = claims.act.agents_oldest_first().join(",");
-                let entry = cache::Entry { exp, jti: &claims.jti, sid: &claims.sid, sub: &claims.sub, agents: &agents, token: &token };
+                let entry = cache::Entry {
+                    exp,
+                    jti: &claims.jti,
+                    sid: &claims.sid,
+                    sub_iss: &claims.sub_id.iss,
+                    sub: &claims.sub,
+                    agents: &agents,
+                    token: &token,
+                };
                 let now = host.now();
                 self.cfg.slots.exchange.put(host, &p.key, now, exp, &entry.encode());
                 host.count("actorchain.outbound.exchanged");

@@ -1,10 +1,44 @@
-//! The headers that carry the verified identity to the app. The inbound filter strips every
-//! header with this prefix that arrives from outside before it sets its own, so they cannot be
-//! spoofed past it.
+//! The verified identity of a caller, and the headers that carry it to the app. The inbound
+//! filter strips every header that could be read as one of these before it sets its own, so they
+//! cannot be spoofed past it.
+
+use actorchain_token::Handles;
+
+/// The identity a verified token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub sub: String,
+    /// The issuer that vouched for `sub`: the person's identity provider, or the STS for an agent
+    /// acting as itself. `sub` means nothing without it.
+    pub sub_iss: String,
+    /// Agents oldest first; empty for a person's own token.
+    pub agents: Vec<String>,
+    pub scope: String,
+    pub sid: Option<String>,
+    pub jti: Option<String>,
+    pub exp: u64,
+    /// SPIFFE ID of the workload the current actor was attested on; none for a person's token.
+    pub actor_workload: Option<String>,
+}
+
+impl Verified {
+    /// What a revocation can match this token by.
+    pub fn handles(&self) -> Handles<'_, impl Iterator<Item = &str> + Clone> {
+        Handles {
+            jti: self.jti.as_deref(),
+            sid: self.sid.as_deref(),
+            sub_iss: &self.sub_iss,
+            sub: &self.sub,
+            agents: self.agents.iter().map(String::as_str),
+        }
+    }
+}
 
 pub const PREFIX: &str = "x-actorchain-";
 /// The person (or system) who started the session.
 pub const SUB: &str = "x-actorchain-sub";
+/// The issuer that vouched for `x-actorchain-sub`.
+pub const SUB_ISSUER: &str = "x-actorchain-sub-issuer";
 /// The current actor: the agent that called.
 pub const AGENT: &str = "x-actorchain-agent";
 /// Every agent in the chain, oldest first, comma-separated.
@@ -13,6 +47,40 @@ pub const SCOPE: &str = "x-actorchain-scope";
 pub const SESSION: &str = "x-actorchain-sid";
 pub const TOKEN_ID: &str = "x-actorchain-jti";
 
+/// Whether a header name would be read as one of ours: case folded, and `_` read as `-` the way
+/// CGI/WSGI-style frameworks fold names (`X_Actorchain_Sub` is `x-actorchain-sub` to them).
 pub fn is_identity_header(name: &str) -> bool {
-    name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+    let fold = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    name.len() >= PREFIX.len() && name.bytes().zip(PREFIX.bytes()).all(|(n, p)| fold(n) == p)
+}
+
+/// The headers that hand the verified identity to the app.
+pub fn headers(who: &Verified) -> Vec<(&'static str, String)> {
+    let mut h = vec![(SUB, who.sub.clone()), (SUB_ISSUER, who.sub_iss.clone()), (SCOPE, who.scope.clone())];
+    if let Some(agent) = who.agents.last() {
+        h.push((AGENT, agent.clone()));
+        h.push((CHAIN, who.agents.join(",")));
+    }
+    if let Some(sid) = &who.sid {
+        h.push((SESSION, sid.clone()));
+    }
+    if let Some(jti) = &who.jti {
+        h.push((TOKEN_ID, jti.clone()));
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_alike_names_are_identity_headers() {
+        for n in ["x-actorchain-sub", "X-ActorChain-Sub", "x_actorchain_sub", "x-actorchain_sub", "X_ACTORCHAIN_CHAIN", "x-actorchain-"] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in ["x-actorchain", "x-actorchainsub", "xx-actorchain-sub", "authorization", "x-request-id"] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
 }

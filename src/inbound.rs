@@ -1,35 +1,14 @@
 //! Inbound decisions: is the bearer token a valid actorchain token for this workload (or, at a
 //! session's entry point, a valid person's token), and does the route allow it.
 
-use actorchain_token::{peek_issuer, verify, verify_person, Expectations, Handles, KeySet, TokenError, Unverified};
+use actorchain_token::{peek_issuer, verify, verify_person, Expectations, KeySet, TokenError, Unverified};
 
 use crate::bearer::{bearer, BearerError};
-use crate::config::InboundConfig;
-use crate::identity;
+use crate::config::{InboundConfig, SenderBinding};
+use crate::identity::Verified;
 use crate::policy::{http_rule, Denial};
 use crate::reply::{self, LocalReply};
 use crate::verified_cache::VerifiedCache;
-
-/// The identity a verified token carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    pub sub: String,
-    /// Agents oldest first; empty for a person's own token.
-    pub agents: Vec<String>,
-    pub scope: String,
-    pub sid: Option<String>,
-    pub jti: Option<String>,
-    pub exp: u64,
-    /// SPIFFE ID of the workload the current actor was attested on; none for a person's token.
-    pub actor_workload: Option<String>,
-}
-
-impl Verified {
-    /// What a revocation can match this token by.
-    pub fn handles(&self) -> Handles<'_, impl Iterator<Item = &str> + Clone> {
-        Handles { jti: self.jti.as_deref(), sid: self.sid.as_deref(), sub: &self.sub, agents: self.agents.iter().map(String::as_str) }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<'a> {
@@ -99,6 +78,7 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
                 identity: Verified {
                     agents: c.act.agents_oldest_first().into_iter().map(String::from).collect(),
                     actor_workload: Some(c.act.spiffe_id),
+                    sub_iss: c.sub_id.iss,
                     sub: c.sub,
                     scope: c.scope,
                     sid: Some(c.sid),
@@ -110,13 +90,14 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
             Err(e) => token_refusal(e),
         };
     }
-    let Some(person) = cfg.people.iter().find(|p| p.issuer == iss) else {
+    let Some(person) = cfg.people.iter().find(|p| p.issuer.issuer == iss) else {
         return refused(reply::invalid_token("issuer_untrusted", "the token's issuer is not trusted here"));
     };
-    match verify_person(&u, person, &cfg.audience, cfg.window, now) {
+    match verify_person(&u, &person.issuer, &cfg.audience, cfg.window, now) {
         Ok(c) => Outcome::Accepted {
             identity: Verified {
                 sub: c.sub,
+                sub_iss: c.iss,
                 agents: Vec::new(),
                 scope: c.scope.unwrap_or_default(),
                 sid: c.sid,
@@ -130,15 +111,36 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
     }
 }
 
-/// Sender binding: over mTLS, the peer's SPIFFE ID must be the workload the token's current actor
-/// was attested on, so a token taken from one workload is useless from another. No peer
-/// certificate (plaintext), a person's own token, or `sender_binding: false`: nothing to compare.
+/// Sender binding: the peer that presents a token must be the workload it was issued to, proven
+/// by a verified client certificate, so a token taken from one workload is useless from another.
+/// An agent's token is bound to the workload its current actor was attested on. A person's own
+/// token (a session's entry point, where the front end or ingress gateway presents it) is bound
+/// to the `presenters` of its issuer when listed, else to any authenticated peer; it is also
+/// addressed to this workload's agent only (`aud`), and at the STS only a workload registered to
+/// host that agent may exchange it. `peer` is the peer certificate's SPIFFE ID, if any.
 pub fn check_sender(cfg: &InboundConfig, who: &Verified, peer: Option<&str>) -> Result<(), LocalReply> {
-    match (cfg.sender_binding, peer, who.actor_workload.as_deref()) {
-        (true, Some(peer), Some(actor)) if peer != actor => {
-            Err(reply::invalid_token("sender_mismatch", "this token was issued to another workload than the one presenting it"))
+    let peer = match (cfg.sender_binding, peer) {
+        (SenderBinding::Off, _) | (SenderBinding::WhenPresent, None) => return Ok(()),
+        (SenderBinding::Required, None) => {
+            return Err(reply::invalid_token(
+                "sender_unauthenticated",
+                "this token is bound to a workload: present it over mTLS with that workload's certificate",
+            ))
         }
-        _ => Ok(()),
+        (_, Some(peer)) => peer,
+    };
+    let allowed = match &who.actor_workload {
+        Some(actor) => actor == peer,
+        None => cfg
+            .people
+            .iter()
+            .find(|p| p.issuer.issuer == who.sub_iss)
+            .is_none_or(|p| p.presenters.is_empty() || p.presenters.iter().any(|id| id == peer)),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(reply::invalid_token("sender_mismatch", "this token was issued to another workload than the one presenting it"))
     }
 }
 
@@ -154,20 +156,4 @@ pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) 
 /// 403 `insufficient_scope` naming the rule's reason and the scope the rule asks for.
 pub fn policy_refusal(d: &Denial, scope: &str) -> LocalReply {
     reply::insufficient_scope(d.reason, &d.detail, scope)
-}
-
-/// The headers that hand the verified identity to the app.
-pub fn identity_headers(who: &Verified) -> Vec<(&'static str, String)> {
-    let mut h = vec![(identity::SUB, who.sub.clone()), (identity::SCOPE, who.scope.clone())];
-    if let Some(agent) = who.agents.last() {
-        h.push((identity::AGENT, agent.clone()));
-        h.push((identity::CHAIN, who.agents.join(",")));
-    }
-    if let Some(sid) = &who.sid {
-        h.push((identity::SESSION, sid.clone()));
-    }
-    if let Some(jti) = &who.jti {
-        h.push((identity::TOKEN_ID, jti.clone()));
-    }
-    h
 }

@@ -9,6 +9,7 @@
 pub mod bearer;
 pub mod cache;
 pub mod config;
+pub mod correlation;
 pub mod filter;
 pub mod host;
 pub mod identity;
@@ -20,7 +21,6 @@ pub mod reply;
 pub mod revocation_feed;
 pub mod singleflight;
 pub mod slots;
-pub mod trace;
 pub mod verified_cache;
 
 #[cfg(target_arch = "wasm32")]

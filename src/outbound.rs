@@ -1,19 +1,19 @@
 //! Outbound decisions: which audience a destination is, which token to exchange, the STS request,
 //! and what the STS's answer means.
 
-use actorchain_token::{Claims, Unverified, MAX_TOKEN_BYTES};
+use actorchain_token::{Claims, ScopeSet, Unverified, MAX_TOKEN_BYTES};
 use serde::Deserialize;
 
 use crate::bearer::bearer;
-use crate::config::{OutboundConfig, StsConfig};
+use crate::config::{Destination, OutboundConfig, StsConfig};
 use crate::reply::{self, LocalReply};
 
 /// Largest STS answer read.
 pub const MAX_REPLY_BYTES: usize = 16 * 1024;
 
-/// The audience for a destination authority: exact match first, then the host without its port.
+/// The destination an authority names: exact match first, then the host without its port.
 /// `Ok(None)` means pass the request through untouched (only when configured so).
-pub fn audience<'c>(cfg: &'c OutboundConfig, authority: &str) -> Result<Option<&'c str>, LocalReply> {
+pub fn destination<'c>(cfg: &'c OutboundConfig, authority: &str) -> Result<Option<&'c Destination>, LocalReply> {
     // Authorities are nearly always lower-case already; only the rest pay for a copy.
     let authority: std::borrow::Cow<'_, str> =
         if authority.bytes().any(|b| b.is_ascii_uppercase()) { authority.to_ascii_lowercase().into() } else { authority.into() };
@@ -29,7 +29,7 @@ pub fn audience<'c>(cfg: &'c OutboundConfig, authority: &str) -> Result<Option<&
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     /// The token the app propagated in `Authorization`, or else the one recorded when the
-    /// request that started this work was accepted (found through its trace context).
+    /// request this call continues was accepted (found through its correlation key).
     Token(String),
     /// Nothing: the agent acts as itself at the root of a new chain (client credentials).
     Agent,
@@ -53,16 +53,53 @@ pub fn subject(cfg: &OutboundConfig, authorization: &[&str], recorded: Option<St
             None if cfg.act_as_self => Ok(Subject::Agent),
             None => Err(reply::forbidden(
                 "no_subject_token",
-                "no token to exchange: none in Authorization and none recorded for this trace context",
+                "no token to exchange: none in Authorization, and no request in progress here that this call continues",
             )),
         },
         Err(_) => Err(reply::invalid_request("bearer_malformed", "the outgoing Authorization header is not a single bearer token")),
     }
 }
 
+/// The scope to ask the STS for: the destination's cap ∩ what the subject token says it holds
+/// (read unverified: only to word the request; the STS verifies and never grants more). No cap:
+/// `Ok(None)`, ask for nothing in particular, and the STS grants all the subject and the registry
+/// allow. Nothing left to ask for is refused here: an empty `scope` means "unspecified" to OAuth.
+pub fn scope_to_ask(subject: &Subject, cap: Option<&ScopeSet>, audience: &str) -> Result<Option<ScopeSet>, LocalReply> {
+    #[derive(Deserialize)]
+    struct Held {
+        scope: Option<String>,
+    }
+    let Some(cap) = cap else { return Ok(None) };
+    let ask = match subject {
+        Subject::Token(t) => {
+            let held =
+                Unverified::peek(t).ok().and_then(|u| u.claims::<Held>().ok()).map(|h| ScopeSet::parse(&h.scope.unwrap_or_default()));
+            match held {
+                Some(Ok(h)) => cap.intersection(&h),
+                // Unreadable: the STS will say what is wrong with it.
+                _ => cap.clone(),
+            }
+        }
+        Subject::Agent => cap.clone(),
+    };
+    if ask.is_empty() {
+        return Err(reply::forbidden(
+            "scope_unavailable",
+            &format!("the work this call continues holds none of the scopes calls to {audience} may carry"),
+        ));
+    }
+    Ok(Some(ask))
+}
+
 /// Headers and form body of the request to the STS: an RFC 8693 exchange, or the client
 /// credentials grant when the agent acts as itself.
-pub fn token_request(sts: &StsConfig, agent: &str, subject: &Subject, audience: &str) -> (Vec<(&'static str, String)>, String) {
+pub fn token_request(
+    sts: &StsConfig,
+    agent: &str,
+    subject: &Subject,
+    audience: &str,
+    scope: Option<&ScopeSet>,
+) -> (Vec<(&'static str, String)>, String) {
     let mut form = form_urlencoded::Serializer::new(String::with_capacity(subject.cache_input().len() + 256));
     match subject {
         Subject::Token(t) => form
@@ -71,6 +108,9 @@ pub fn token_request(sts: &StsConfig, agent: &str, subject: &Subject, audience: 
             .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
         Subject::Agent => form.append_pair("grant_type", "client_credentials"),
     };
+    if let Some(s) = scope {
+        form.append_pair("scope", &s.to_string());
+    }
     let body = form.append_pair("audience", audience).append_pair("client_id", agent).finish();
     let headers = vec![
         (":method", "POST".to_string()),
@@ -145,7 +185,7 @@ mod tests {
 
     fn cfg(pass: bool) -> OutboundConfig {
         let j = format!(
-            r#"{{"mode":"outbound","agent":"oncall-agent","sts":{{"cluster":"sts"}},"destinations":{{"investigation":"investigation-agent","mcp:8080":"mcp-gateway"}},"unmapped_destination":"{}"}}"#,
+            r#"{{"mode":"outbound","agent":"oncall-agent","sts":{{"cluster":"sts"}},"destinations":{{"investigation":"investigation-agent","mcp:8080":{{"audience":"mcp-gateway","scope":"repo:write"}}}},"unmapped_destination":"{}"}}"#,
             if pass { "pass_through" } else { "refuse" }
         );
         match Config::parse(j.as_bytes()).unwrap() {
@@ -157,9 +197,10 @@ mod tests {
     #[test]
     fn maps_destinations() {
         let c = cfg(false);
-        assert_eq!(audience(&c, "investigation").unwrap(), Some("investigation-agent"));
-        assert_eq!(audience(&c, "Investigation:80").unwrap(), Some("investigation-agent"));
-        assert_eq!(audience(&c, "mcp:8080").unwrap(), Some("mcp-gateway"));
+        let audience = |c: &OutboundConfig, a: &str| destination(c, a).map(|d| d.map(|d| d.audience.clone()));
+        assert_eq!(audience(&c, "investigation").unwrap().as_deref(), Some("investigation-agent"));
+        assert_eq!(audience(&c, "Investigation:80").unwrap().as_deref(), Some("investigation-agent"));
+        assert_eq!(audience(&c, "mcp:8080").unwrap().as_deref(), Some("mcp-gateway"));
         assert_eq!(audience(&c, "elsewhere").unwrap_err().reason, "destination_unmapped");
         assert_eq!(audience(&cfg(true), "elsewhere").unwrap(), None);
     }
@@ -178,14 +219,32 @@ mod tests {
     #[test]
     fn builds_the_rfc8693_request() {
         let c = cfg(false);
-        let (h, body) = token_request(&c.sts, &c.agent, &Subject::Token("t.o.k".into()), "investigation-agent");
+        let (h, body) = token_request(&c.sts, &c.agent, &Subject::Token("t.o.k".into()), "investigation-agent", None);
         assert!(h.contains(&(":path", "/token".into())));
         let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         assert!(params.contains(&("grant_type".into(), "urn:ietf:params:oauth:grant-type:token-exchange".into())));
         assert!(params.contains(&("client_id".into(), "oncall-agent".into())));
         assert!(params.contains(&("subject_token".into(), "t.o.k".into())));
-        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent");
+        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent", None);
         assert_eq!(body, "grant_type=client_credentials&audience=investigation-agent&client_id=oncall-agent");
+        let narrow = ScopeSet::parse("repo:write").unwrap();
+        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "mcp-gateway", Some(&narrow));
+        assert!(body.contains("scope=repo%3Awrite&"), "{body}");
+    }
+
+    #[test]
+    fn asks_for_the_destinations_cap_of_what_the_subject_holds() {
+        let cap = ScopeSet::parse("repo:write metrics:read").unwrap();
+        let holding = |scope: &str| {
+            let key = actorchain_token::PrivateKey::from_secret_bytes(actorchain_token::Alg::EdDsa, &[1; 32]).unwrap();
+            Subject::Token(actorchain_token::sign_compact(&serde_json::json!({"scope": scope}), &key, "k", None))
+        };
+        let ask = |s: &Subject, cap| scope_to_ask(s, cap, "mcp-gateway").map(|s| s.map(|s| s.to_string()));
+        assert_eq!(ask(&holding("incidents:read repo:write"), Some(&cap)).unwrap().as_deref(), Some("repo:write"));
+        assert_eq!(ask(&holding("repo:write"), None).unwrap(), None);
+        assert_eq!(ask(&Subject::Agent, Some(&cap)).unwrap().as_deref(), Some("metrics:read repo:write"));
+        assert_eq!(ask(&Subject::Token("garbled".into()), Some(&cap)).unwrap().as_deref(), Some("metrics:read repo:write"));
+        assert_eq!(ask(&holding("incidents:read"), Some(&cap)).unwrap_err().reason, "scope_unavailable");
     }
 
     fn granted(aud: &str, agent: &str) -> Vec<u8> {
@@ -194,6 +253,7 @@ mod tests {
         let c = Claims {
             iss: "i".into(),
             sub: "user1".into(),
+            sub_id: actorchain_token::SubjectId::new("https://idp", "user1"),
             aud: aud.into(),
             client_id: agent.into(),
             act,

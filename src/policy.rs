@@ -5,7 +5,7 @@
 
 use actorchain_token::ScopeSet;
 
-use crate::inbound::Verified;
+use crate::identity::Verified;
 
 /// An identifier pattern: exact, or a prefix when it ends with `*` (`*` alone matches anything).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +52,27 @@ pub enum Target {
     },
 }
 
+/// A person (or a self-acting agent) a rule names: the issuer that vouches for them, exactly, and
+/// a subject pattern. Two issuers' `user1` are two people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Originator {
+    pub issuer: String,
+    pub sub: Pattern,
+}
+
+impl Originator {
+    pub fn matches(&self, who: &Verified) -> bool {
+        self.issuer == who.sub_iss && self.sub.matches(&who.sub)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub id: String,
     pub target: Target,
     pub scopes: ScopeSet,
     /// People who may have started the chain; empty: anyone.
-    pub originators: Vec<Pattern>,
+    pub originators: Vec<Originator>,
     /// Agents that may be the current actor; empty: any agent.
     pub actors: Vec<Pattern>,
     /// Whether a person's own token, with no agent in between, may match.
@@ -93,8 +107,8 @@ impl Rule {
             }
             _ => {}
         }
-        if !self.originators.is_empty() && !self.originators.iter().any(|p| p.matches(&who.sub)) {
-            return deny("originator_not_allowed", format!("not for work started by {}", who.sub));
+        if !self.originators.is_empty() && !self.originators.iter().any(|o| o.matches(who)) {
+            return deny("originator_not_allowed", format!("not for work started by {} of {}", who.sub, who.sub_iss));
         }
         if who.agents.is_empty() {
             return Ok(());
@@ -140,6 +154,7 @@ mod tests {
     fn who(sub: &str, agents: &[&str], scope: &str) -> Verified {
         Verified {
             sub: sub.into(),
+            sub_iss: IDP.into(),
             agents: agents.iter().map(|a| a.to_string()).collect(),
             scope: scope.into(),
             sid: None,
@@ -149,12 +164,14 @@ mod tests {
         }
     }
 
+    const IDP: &str = "https://idp";
+
     fn create_pr() -> Rule {
         Rule {
             id: "create-pr".into(),
             target: Target::Mcp { method: McpMethod::ToolsCall, name: Pattern("create_pr".into()) },
             scopes: ScopeSet::parse("repo:write").unwrap(),
-            originators: vec![Pattern("oncall-*".into())],
+            originators: vec![Originator { issuer: IDP.into(), sub: Pattern("oncall-*".into()) }],
             actors: vec![Pattern("investigation-agent".into())],
             people_directly: false,
             chain_includes: vec!["oncall-agent".into()],
@@ -181,6 +198,9 @@ mod tests {
         assert_eq!(reason(who("oncall-alice", &[], "repo:write")), "agent_required");
         let people = Rule { people_directly: true, ..create_pr() };
         assert_eq!(people.evaluate(&who("oncall-alice", &[], "repo:write")), Ok(()));
+        // The same subject vouched for by another issuer is another person.
+        let elsewhere = Verified { sub_iss: "https://other-idp".into(), ..ok.clone() };
+        assert_eq!(r.evaluate(&elsewhere).unwrap_err().reason, "originator_not_allowed");
     }
 
     #[test]

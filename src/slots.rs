@@ -1,10 +1,10 @@
 //! Bounded shared data. Envoy's shared data has no delete and no expiry, so entries keyed by what
-//! requests bring (trace ids, subjects) would pile up for the life of the process. Each kind of
-//! entry owns a fixed number of slots instead: a key hashes to a group of `WAYS` neighbouring
+//! requests bring (correlation keys, subjects) would pile up for the life of the process. Each kind
+//! of entry owns a fixed number of slots instead: a key hashes to a group of `WAYS` neighbouring
 //! slots; a slot records a tag of the key it holds, so a lookup never returns another key's entry.
-//! A write takes the slot already holding the key, else a free or expired one, else the oldest
-//! one marked done (its request has finished), else the oldest. Memory stays within slots × entry
-//! size whatever the traffic; writes use Envoy's compare-and-swap so workers never interleave.
+//! A write takes the slot already holding the key, else a free or expired one, else the oldest.
+//! An entry can be removed (its slot emptied). Memory stays within slots × entry size whatever the
+//! traffic; writes use Envoy's compare-and-swap so workers never interleave.
 
 use sha2::{Digest, Sha256};
 
@@ -32,13 +32,11 @@ struct Place {
     first: u32,
 }
 
-/// A stored slot value: `<tag hex> <exp> <written> <L|D>\n<payload>`; D marks an entry whose
-/// request has finished, the first to give way.
+/// A stored slot value: `<tag hex> <exp> <written>\n<payload>`; an empty value is a free slot.
 struct Stored<'a> {
     tag: &'a str,
     exp: u64,
     written: u64,
-    done: bool,
     payload_at: usize,
 }
 
@@ -46,13 +44,12 @@ fn parse(v: &[u8]) -> Option<Stored<'_>> {
     let nl = v.iter().position(|b| *b == b'\n')?;
     let mut head = std::str::from_utf8(&v[..nl]).ok()?.split(' ');
     let (tag, exp, written) = (head.next()?, head.next()?.parse().ok()?, head.next()?.parse().ok()?);
-    let done = head.next()? == "D";
-    Some(Stored { tag, exp, written, done, payload_at: nl + 1 })
+    Some(Stored { tag, exp, written, payload_at: nl + 1 })
 }
 
-fn encode(tag: &str, exp: u64, written: u64, done: bool, payload: &[u8]) -> Vec<u8> {
+fn encode(tag: &str, exp: u64, written: u64, payload: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(80 + payload.len());
-    value.extend_from_slice(format!("{tag} {exp} {written} {}\n", if done { 'D' } else { 'L' }).as_bytes());
+    value.extend_from_slice(format!("{tag} {exp} {written}\n").as_bytes());
     value.extend_from_slice(payload);
     value
 }
@@ -95,17 +92,17 @@ impl Slots {
     /// Stores `payload` under `key` until `exp`.
     pub fn put<H: SharedData + ?Sized>(&self, host: &mut H, key: &str, now: u64, exp: u64, payload: &[u8]) {
         let p = self.place(key);
-        let value = encode(&p.tag, exp, now, false, payload);
+        let value = encode(&p.tag, exp, now, payload);
         for _ in 0..RETRIES {
             // Rank each slot of the group: (class, written); the lowest is taken. Class 0: this
-            // key, 1: free or expired, 2: done, 3: live.
+            // key, 1: free or expired, 2: live.
             let mut best: Option<((u8, u64), String, Option<u32>)> = None;
             for way in 0..WAYS {
                 let k = self.slot_key(p.first, way);
                 let (v, cas) = host.shared_get(&k);
                 let rank = match v.as_deref().and_then(parse) {
                     Some(s) if s.tag == p.tag => (0, 0),
-                    Some(s) if s.exp > now => (if s.done { 2 } else { 3 }, s.written),
+                    Some(s) if s.exp > now => (2, s.written),
                     _ => (1, 0),
                 };
                 if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
@@ -119,19 +116,21 @@ impl Slots {
         }
     }
 
-    /// Marks `key`'s entry done: it stays readable, but gives way before entries still in use.
-    pub fn done<H: SharedData + ?Sized>(&self, host: &mut H, key: &str) {
+    /// Removes `key`'s entry: its slot is emptied, and no later lookup finds it. A write that lost
+    /// a race looks again (the slot may have been taken by another key meanwhile: nothing to do).
+    pub fn remove<H: SharedData + ?Sized>(&self, host: &mut H, key: &str) {
         let p = self.place(key);
-        let Some((k, v, cas)) = self.find(host, &p) else { return };
-        let Some(s) = parse(&v).filter(|s| !s.done) else { return };
-        let value = encode(s.tag, s.exp, s.written, true, &v[s.payload_at..]);
-        // Lost to another write: the slot holds something newer, nothing to mark.
-        host.shared_set(&k, &value, cas);
+        for _ in 0..RETRIES {
+            let Some((k, _, cas)) = self.find(host, &p) else { return };
+            if host.shared_set(&k, &[], cas) {
+                return;
+            }
+        }
     }
 }
 
-/// The two kinds of entries in shared data: tokens recorded under a request's trace context by the
-/// inbound side, and exchanged tokens cached by the outbound side.
+/// The two kinds of entries in shared data: tokens recorded under a request's correlation key by
+/// the inbound side (for as long as the request runs), and exchanged tokens cached by the outbound side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedSlots {
     pub trace: Slots,
@@ -162,7 +161,7 @@ mod tests {
             if self.1 > 0 {
                 self.1 -= 1;
                 let e = self.0.entry(key.to_string()).or_default();
-                (e.0, e.1) = (encode(&format!("{:032x}", 99), u64::MAX, 0, false, b"theirs"), e.1 + 1);
+                (e.0, e.1) = (encode(&format!("{:032x}", 99), u64::MAX, 0, b"theirs"), e.1 + 1);
             }
             let version = self.0.get(key).map(|(_, c)| *c);
             if cas.is_some() && cas != version {
@@ -198,33 +197,35 @@ mod tests {
     }
 
     #[test]
-    fn free_then_done_entries_make_room_before_live_ones() {
-        let (slots, mut host) = (Slots::new("t", 64), Store::default());
-        let p = slots.place("new");
+    fn an_expired_entry_then_the_oldest_live_one_makes_room() {
         let other = |i: u8| format!("{:032x}", i);
-        // The group of "new": a live entry, two done ones (the older must go), and a live one.
-        let group = [(1_000, 1, false), (1_000, 3, true), (1_000, 2, true), (1_000, 0, false)];
-        for (way, (exp, written, done)) in group.into_iter().enumerate() {
-            host.shared_set(&slots.slot_key(p.first, way as u32), &encode(&other(way as u8), exp, written, done, b"x"), None);
+        // The group of "new" holds four other entries as (exp, written); which one gives way.
+        for (group, replaced) in [([(1_000, 1), (5, 9), (1_000, 0), (1_000, 2)], 1), ([(1_000, 1), (1_000, 3), (1_000, 0), (1_000, 2)], 2)]
+        {
+            let (slots, mut host) = (Slots::new("t", 64), Store::default());
+            let p = slots.place("new");
+            for (way, (exp, written)) in group.into_iter().enumerate() {
+                host.shared_set(&slots.slot_key(p.first, way as u32), &encode(&other(way as u8), exp, written, b"x"), None);
+            }
+            slots.put(&mut host, "new", 10, 1_000, b"new");
+            assert_eq!(slots.get(&host, "new").as_deref(), Some(&b"new"[..]));
+            let kept: Vec<bool> = (0..WAYS).map(|w| host.0[&slots.slot_key(p.first, w)].0.ends_with(b"x")).collect();
+            assert_eq!(kept, (0..WAYS as usize).map(|w| w != replaced).collect::<Vec<_>>());
         }
-        slots.put(&mut host, "new", 10, 1_000, b"new");
-        assert_eq!(slots.get(&host, "new").as_deref(), Some(&b"new"[..]));
-        let kept: Vec<bool> = (0..WAYS).map(|w| host.0[&slots.slot_key(p.first, w)].0.ends_with(b"x")).collect();
-        assert_eq!(kept, [true, true, false, true]);
-        // An expired entry goes before any done one.
-        host.shared_set(&slots.slot_key(p.first, 0), &encode(&other(9), 5, 0, false, b"x"), None);
-        slots.put(&mut host, "newer", 10, 1_000, b"v");
-        slots.put(&mut host, "new", 11, 1_000, b"again");
-        assert_eq!(slots.get(&host, "new").as_deref(), Some(&b"again"[..]));
     }
 
     #[test]
-    fn done_keeps_the_entry_readable() {
+    fn a_removed_entry_is_gone_and_its_slot_free() {
         let (slots, mut host) = (Slots::new("t", 64), Store::default());
         slots.put(&mut host, "a", 0, 100, b"one");
-        slots.done(&mut host, "a");
-        assert_eq!(slots.get(&host, "a").as_deref(), Some(&b"one"[..]));
-        assert!(host.0.values().any(|(v, _)| parse(v).is_some_and(|s| s.done)));
+        slots.put(&mut host, "b", 0, 100, b"two");
+        slots.remove(&mut host, "a");
+        assert_eq!(slots.get(&host, "a"), None);
+        assert_eq!(slots.get(&host, "b").as_deref(), Some(&b"two"[..]));
+        assert!(host.0.values().any(|(v, _)| v.is_empty()));
+        // Removing what is not there changes nothing.
+        slots.remove(&mut host, "c");
+        assert_eq!(slots.get(&host, "b").as_deref(), Some(&b"two"[..]));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use crate::inbound::Verified;
+use crate::identity::Verified;
 
 /// Most token bytes held, whatever the entry count: 4096 tokens of 1 KiB.
 const MAX_BYTES: usize = 4 << 20;
@@ -77,7 +77,16 @@ mod tests {
     use super::*;
 
     fn who(exp: u64) -> Verified {
-        Verified { sub: "user1".into(), agents: vec!["a".into()], scope: "s".into(), sid: None, jti: None, exp, actor_workload: None }
+        Verified {
+            sub: "user1".into(),
+            sub_iss: "https://idp".into(),
+            agents: vec!["a".into()],
+            scope: "s".into(),
+            sid: None,
+            jti: None,
+            exp,
+            actor_workload: None,
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, LogLevel,
 
 use crate::cache;
 use crate::config::{Config, InboundConfig, StsConfig};
+use crate::correlation::Minter;
 use crate::filter::{apply, Action, InboundFilter, Jwks, OutboundFilter, Verdict, JWKS_KEY};
 use crate::host::{Host, SharedData};
 use crate::reply::{self, LocalReply};
@@ -147,7 +148,8 @@ impl Host for WasmHost {
 }
 
 enum Mode {
-    Inbound(Rc<InboundConfig>),
+    /// With the worker's correlation-key minter.
+    Inbound(Rc<InboundConfig>, Rc<RefCell<Minter>>),
     Outbound(Rc<crate::config::OutboundConfig>),
 }
 
@@ -185,7 +187,7 @@ impl Root {
 impl Root {
     fn sts(&self) -> Option<&StsConfig> {
         match self.mode.as_ref()? {
-            Mode::Inbound(c) => Some(&c.sts),
+            Mode::Inbound(c, _) => Some(&c.sts),
             Mode::Outbound(c) => Some(&c.sts),
         }
     }
@@ -306,8 +308,15 @@ impl RootContext for Root {
         };
         match Config::parse(&bytes) {
             Ok(Config::Inbound(c)) => {
+                // Correlation keys must be unpredictable: seeded from the host's CSPRNG (WASI
+                // random_get), or the plugin is refused.
+                let mut seed = [0u8; 32];
+                if let Err(e) = getrandom::getrandom(&mut seed) {
+                    log::error!("actorchain: no random source for correlation keys: {e}");
+                    return false;
+                }
                 self.jwks.borrow_mut().verified = crate::verified_cache::VerifiedCache::new(c.verified_cache_size);
-                self.mode = Some(Mode::Inbound(Rc::new(c)));
+                self.mode = Some(Mode::Inbound(Rc::new(c), Rc::new(RefCell::new(Minter::new(seed)))));
                 self.set_tick_period(Duration::from_millis(250));
                 true
             }
@@ -326,7 +335,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_secs();
         self.poll_revocations(now);
-        let Some(Mode::Inbound(cfg)) = &self.mode else { return };
+        let Some(Mode::Inbound(cfg, _)) = &self.mode else { return };
         self.adopt_shared();
         let fetched_at = self.jwks.borrow().fetched_at;
         if fetched_at > 0 {
@@ -352,8 +361,8 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self.mode.as_ref()? {
-            Mode::Inbound(cfg) => Some(Box::new(InboundCtx {
-                filter: InboundFilter::new(cfg.clone(), self.jwks.clone(), self.revoked.clone()),
+            Mode::Inbound(cfg, minter) => Some(Box::new(InboundCtx {
+                filter: InboundFilter::new(cfg.clone(), self.jwks.clone(), self.revoked.clone(), minter.clone()),
                 host: self.host(),
             })),
             Mode::Outbound(cfg) => Some(Box::new(OutboundCtx {

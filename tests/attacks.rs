@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actorchain_demo::hostile::{self, der_signature, non_canonical_s, Forge, Row, P256_N};
 use actorchain_demo::scenario::tools_call;
 use actorchain_demo::topology::{Demo, Paths, Tuning};
+use actorchain_sts::dev;
 use actorchain_sts::https_client::{Connection, Reply};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -191,8 +192,19 @@ fn token_cases(f: &Forge, canary: u16) -> Vec<Case> {
         ),
         token_case(
             "payload-swapped",
-            "payload changed after signing",
-            format!("{}.{}.{sig}", hp.split('.').next().unwrap(), B64.encode(with(c.clone(), "sub", json!("admin")).to_string())),
+            "payload changed after signing (another person, consistently)",
+            format!(
+                "{}.{}.{sig}",
+                hp.split('.').next().unwrap(),
+                B64.encode(
+                    with(
+                        with(c.clone(), "sub", json!("admin")),
+                        "sub_id",
+                        json!({"format": "iss_sub", "iss": dev::IDP_ISSUER, "sub": "admin"})
+                    )
+                    .to_string()
+                )
+            ),
             deny("signature_invalid"),
         ),
         token_case("b64-padding", "base64 padding `=` on the signature", format!("{good}="), deny("token_bad_base64")),
@@ -425,6 +437,24 @@ fn token_cases(f: &Forge, canary: u16) -> Vec<Case> {
             "unknown-claim",
             "unknown top-level claim `admin: true`",
             f.sign(&h, &with(c.clone(), "admin", json!(true))),
+            deny("claims_invalid"),
+        ),
+        token_case(
+            "sub-id-missing",
+            "no `sub_id`: a subject without its issuer",
+            f.sign(&h, &without(c.clone(), "sub_id")),
+            deny("claims_invalid"),
+        ),
+        token_case(
+            "sub-id-other-person",
+            "`sub_id` naming another person than `sub`",
+            f.sign(&h, &with(c.clone(), "sub_id", json!({"format": "iss_sub", "iss": dev::IDP_ISSUER, "sub": "admin"}))),
+            deny("claims_invalid"),
+        ),
+        token_case(
+            "sub-id-format",
+            "`sub_id` in another RFC 9493 format (`opaque`)",
+            f.sign(&h, &with(c.clone(), "sub_id", json!({"format": "opaque", "id": "user1"}))),
             deny("claims_invalid"),
         ),
     ];
@@ -779,6 +809,54 @@ async fn revocation_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
     ]
 }
 
+/// What a caller chooses besides the token — a correlation key, headers an app framework would
+/// read as identity, a finished request's key — never decides whose identity travels on.
+async fn borrowing_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
+    let auth = format!("Bearer {}", f.sign(&f.header(), &f.claims("hostile-borrow")));
+    let forged = "actorchain=0123456789abcdef0123456789abcdef";
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("tracestate", forged),
+        ("x_actorchain_sub", "admin"),
+        ("X-Actorchain_Chain", "root-agent"),
+    ];
+    let mut conn = demo.ingress("investigation", "oncall").await.unwrap();
+    let r = conn.request("POST", "/investigate", &h, tools_call("create_pr").to_string().into_bytes()).await.unwrap();
+    let received = serde_json::from_str::<Value>(&r.body).unwrap_or_default()["received"].clone();
+    let state = received["tracestate"].as_str().unwrap_or("none").to_string();
+    let key_seen = if state.contains(forged) { "the caller's key reached the app" } else { "a key the sidecar minted" };
+    let lookalikes: Vec<&String> =
+        received.as_object().into_iter().flatten().map(|(k, _)| k).filter(|k| k.contains('_') || k.contains("Actorchain")).collect();
+    let spoofed = if lookalikes.is_empty() { "none reached the app".to_string() } else { format!("reached the app: {lookalikes:?}") };
+    // A finished request's key, replayed by the app with no token: its record is gone.
+    let h = [("tracestate", state.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call_egress("investigation", "mcp-gateway", "/mcp", &h, tools_call("create_pr")).await.unwrap();
+    vec![
+        row(
+            "tracestate-forged",
+            "a caller's own `tracestate` member `actorchain=<key>`",
+            "filter",
+            "a key the sidecar minted".into(),
+            key_seen.into(),
+        ),
+        row(
+            "header-lookalike",
+            "`x_actorchain_sub`, `X-Actorchain_Chain` (read as identity by CGI/WSGI-style apps)",
+            "filter",
+            "none reached the app".into(),
+            spoofed,
+        ),
+        row(
+            "key-replayed",
+            "the app replays a finished request's correlation key, no token (egress)",
+            "filter",
+            Expect(403, "no_subject_token").show(),
+            format!("{status} {}", body["reason"].as_str().unwrap_or("?")),
+        ),
+    ]
+}
+
 /// Tokens naming kids nobody has make the filter refetch the JWKS at most once per
 /// `jwks_min_refetch_seconds` (10 s), not once per token.
 async fn kid_storm_row(demo: &Demo, f: &Forge) -> Row {
@@ -810,6 +888,7 @@ async fn every_attack_is_refused_for_the_named_reason() {
     rows.extend(request_rows(&demo, &f).await);
     rows.push(nested_act_row(&demo, &f).await);
     rows.extend(revocation_rows(&demo, &f).await);
+    rows.extend(borrowing_rows(&demo, &f).await);
     rows.push(kid_storm_row(&demo, &f).await);
     let hits = canary_hits.load(Ordering::SeqCst);
     rows.push(row(

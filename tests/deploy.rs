@@ -157,6 +157,18 @@ fn istio_manifests_hold_configurations_our_parsers_accept() {
         "the STS sees callers' certificates itself"
     );
 
+    // Every namespace with actorchain plugins takes mutual TLS only (no plaintext peer can
+    // present a stolen token), and the inbound plugins refuse a peer without a certificate too.
+    let strict: Vec<String> = manifests("mesh.yaml")
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("PeerAuthentication") && d["spec"]["mtls"]["mode"].as_str() == Some("STRICT"))
+        .filter(|d| d["spec"]["selector"].is_badvalue())
+        .filter_map(|d| d["metadata"]["namespace"].as_str().map(String::from))
+        .collect();
+    for p in manifests("wasmplugins.yaml") {
+        let ns = p["metadata"]["namespace"].as_str().unwrap();
+        assert!(strict.iter().any(|s| s == ns), "namespace {ns} has no STRICT PeerAuthentication");
+    }
     for p in manifests("wasmplugins.yaml") {
         let name = p["metadata"]["name"].as_str().unwrap().to_string();
         assert_eq!(p["spec"]["failStrategy"].as_str(), Some("FAIL_CLOSE"), "{name}");
@@ -167,11 +179,17 @@ fn istio_manifests_hold_configurations_our_parsers_accept() {
         assert_eq!(plugin["sts"]["cluster"].as_str(), Some(cluster.as_str()), "{name}");
         if mode == "SERVER" {
             assert_eq!(plugin["issuer"].as_str(), Some(cfg.issuer.as_str()), "{name}");
+            let binding = plugin.get("sender_binding").and_then(|b| b.as_str()).unwrap_or("required");
+            assert_eq!(binding, "required", "{name}");
         } else {
             // The agent exists in the registry and may call every audience it is configured for.
             let agent = registry.agent(plugin["agent"].as_str().unwrap()).unwrap_or_else(|| panic!("{name}: agent not registered"));
-            for audience in plugin["destinations"].as_object().unwrap().values() {
-                assert!(agent.audiences.iter().any(|a| a == audience.as_str().unwrap()), "{name}: {audience}");
+            for dest in plugin["destinations"].as_object().unwrap().values() {
+                let audience = dest.as_str().or(dest["audience"].as_str()).unwrap();
+                let grant = agent.grant_for(audience).unwrap_or_else(|| panic!("{name}: {audience} not granted"));
+                // A destination's scope beyond the grant would be refused as widening.
+                let cap = actorchain_token::ScopeSet::parse(dest["scope"].as_str().unwrap_or("")).unwrap();
+                assert!(cap.is_subset(grant), "{name}: {audience} asks for {cap} beyond {grant}");
             }
         }
     }

@@ -52,8 +52,14 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!(hop2["aud"], "mcp-gateway");
     assert!(hop2["exp"].as_u64() <= hop1["exp"].as_u64());
     assert_eq!(hop2["sid"], hop1["sid"]);
+    // Least privilege per hop: the investigation agent may carry only repo:write and metrics:read
+    // to the MCP gateway, whatever the person delegated.
+    assert_eq!(hop1["scope"], "incidents:read repo:read repo:write");
+    assert_eq!(hop2["scope"], "repo:write");
+    assert_eq!(hop2["sub_id"], serde_json::json!({"format": "iss_sub", "iss": actorchain_sts::dev::IDP_ISSUER, "sub": "user1"}));
     // Each app was told who is calling, and nothing the caller made up survived.
     assert_eq!(run.identities[0]["x-actorchain-sub"], "user1");
+    assert_eq!(run.identities[2]["x-actorchain-sub-issuer"], actorchain_sts::dev::IDP_ISSUER);
     assert!(run.identities[0].get("x-actorchain-chain").is_none(), "spoofed chain reached the app");
     assert_eq!(run.identities[1]["x-actorchain-agent"], "oncall-agent");
     assert_eq!(run.identities[2]["x-actorchain-chain"], "oncall-agent,investigation-agent");
@@ -69,6 +75,8 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!((r[1].status, r[1].body["sts_reason"].as_str()), (403, Some("subject_not_addressed_to_agent")));
     assert_eq!((r[2].status, r[2].body["actorchain_reason"].as_str()), (400, Some("scope_widening")));
     assert_eq!((r[3].status, r[3].body["reason"].as_str()), (401, Some("sender_mismatch")));
+    assert_eq!((r[4].status, r[4].body["error"]["data"]["reason"].as_str()), (403, Some("scope_missing")), "{}", r[4].body);
+    assert_eq!((r[5].status, r[5].body["error"]["data"]["reason"].as_str()), (403, Some("originator_not_allowed")), "{}", r[5].body);
     // The same token from the workload it was issued to is fine: the binding, not the token, refused.
     let mcp_auth = format!("Bearer {}", run.tokens[2]);
     let h = [("authorization", mcp_auth.as_str()), ("content-type", "application/json")];
@@ -82,16 +90,12 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!((s, b["error"].as_str(), b["reason"].as_str()), (401, Some("invalid_token"), Some("token_bad_base64")));
     let (s, b) = demo.call("oncall", "frontend", "/investigate", &[], scenario::tools_call("x")).await.unwrap();
     assert_eq!((s, b["reason"].as_str()), (401, Some("token_missing")));
-    // A route that needs a scope the chain does not carry: 403 insufficient_scope at the MCP server.
+    // Work that holds none of the scopes the MCP gateway may receive from this agent is refused at
+    // the investigation agent's egress; nothing is asked of the STS.
     let narrow = demo.person_token("user1", "incidents:read", 600).unwrap();
     let run = scenario::oncall(&demo, &narrow, &[]).await.unwrap();
-    let mcp = &run.response["downstream"]["body"]["downstream"];
-    assert_eq!(
-        (mcp["status"].as_u64(), mcp["body"]["error"]["data"]["reason"].as_str()),
-        (Some(403), Some("scope_missing")),
-        "{}",
-        run.response
-    );
+    let inv = &run.response["downstream"]["body"]["downstream"];
+    assert_eq!((inv["status"].as_u64(), inv["body"]["reason"].as_str()), (Some(403), Some("scope_unavailable")), "{}", run.response);
 
     // The same person token again: both exchanges come from the sidecars' caches.
     let oncall = demo.workload("oncall").clone();
@@ -183,7 +187,7 @@ async fn revocation_reaches_a_running_workflow_within_two_seconds() {
     assert!(tree.contains("refused (session_revoked)"), "{tree}");
 
     // The person: both of user1's sessions, not user2's.
-    demo.revoke("person", "user1").await.unwrap();
+    demo.revoke_person(actorchain_sts::dev::IDP_ISSUER, "user1").await.unwrap();
     let (_, resp) = refused_within(&demo, &b, limit).await;
     assert!(refusal_reason(&resp).contains("person_revoked"), "{resp}");
     assert_eq!(scenario::oncall(&demo, &c, &[]).await.unwrap().status, 200);
@@ -220,7 +224,8 @@ async fn mcp_calls_are_authorized_by_person_agent_and_chain() {
     let (s, answer) =
         demo.call("mcp-server", "investigation", "/mcp", &[("authorization", inv.as_str()), json_ct], list.clone()).await.unwrap();
     assert_eq!(s, 200);
-    assert_eq!(tool_names(&answer), ["create_pr", "list_incidents"]);
+    // Its token carries only repo:write here, so list_incidents (incidents:read) is not its to see.
+    assert_eq!(tool_names(&answer), ["create_pr"]);
 
     // The monitoring agent on its own (client credentials): it may read metrics, not open PRs.
     let reply = demo

@@ -4,16 +4,20 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use actorchain::config::{Config, InboundConfig, OutboundConfig, StsConfig};
+use actorchain::config::{Config, InboundConfig, OutboundConfig, SenderBinding, StsConfig};
+use actorchain::correlation::{self, Minter};
 use actorchain::filter::{Action, InboundFilter, Jwks, OutboundFilter, Verdict};
 use actorchain::host::{Host, SharedData};
 use actorchain::reply::LocalReply;
 use actorchain::singleflight::Inflight;
 use actorchain::slots::{self, SharedSlots};
-use actorchain_token::{extend_chain, sign_compact, Alg, ChainLimits, Claims, KeySet, PrivateKey, TYP_ACCESS_TOKEN};
+use actorchain_token::{extend_chain, sign_compact, Alg, ChainLimits, Claims, KeySet, PrivateKey, SubjectId, TYP_ACCESS_TOKEN};
 
 const NOW: u64 = 1_800_000_000;
 const ISS: &str = "https://sts.actorchain.dev";
+const IDP: &str = "https://idp.actorchain.dev";
+/// The workload the test tokens' current actor was attested on: their rightful presenter.
+const INVESTIGATION: &str = "spiffe://actorchain.dev/workload/investigation";
 
 /// Envoy's shared data: value and version by key.
 type Shared = HashMap<String, (Vec<u8>, u32)>;
@@ -34,9 +38,11 @@ struct Fake {
 }
 
 impl Fake {
+    /// A request over mTLS from the workload the test tokens were issued to.
     fn with(headers: &[(&str, &str)], shared: &Rc<RefCell<Shared>>) -> Fake {
         Fake {
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            peer: Some(INVESTIGATION.into()),
             shared: shared.clone(),
             ..Default::default()
         }
@@ -134,10 +140,11 @@ fn keyset() -> KeySet {
 fn token(aud: &str, scope: &str, exp: u64) -> String {
     let l = ChainLimits::default();
     let a = extend_chain(None, "oncall-agent", "spiffe://actorchain.dev/workload/oncall", l).unwrap();
-    let act = extend_chain(Some(&a), "investigation-agent", "spiffe://actorchain.dev/workload/investigation", l).unwrap();
+    let act = extend_chain(Some(&a), "investigation-agent", INVESTIGATION, l).unwrap();
     let c = Claims {
         iss: ISS.into(),
         sub: "user1".into(),
+        sub_id: SubjectId::new(IDP, "user1"),
         aud: aud.into(),
         client_id: "investigation-agent".into(),
         act,
@@ -160,7 +167,7 @@ fn sts_reply(token: &str) -> Vec<u8> {
 fn inbound_cfg() -> InboundConfig {
     let j = r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts"},
         "rules":[{"method":"POST","path_prefix":"/admin","scopes":["admin:all"]},
-                  {"path_prefix":"/tools","scopes":["repo:write"],"originators":["user1"]}]}"#;
+                  {"path_prefix":"/tools","scopes":["repo:write"],"originators":[{"issuer":"https://idp.actorchain.dev","sub":"user1"}]}]}"#;
     match Config::parse(j.as_bytes()).unwrap() {
         Config::Inbound(c) => c,
         Config::Outbound(_) => unreachable!(),
@@ -175,9 +182,27 @@ fn outbound_cfg() -> OutboundConfig {
     }
 }
 
-fn inbound(keys: Option<KeySet>) -> InboundFilter {
+thread_local! {
+    /// One worker's minter, shared by every request it handles (as in Envoy).
+    static MINTER: Rc<RefCell<Minter>> = Rc::new(RefCell::new(Minter::new([5; 32])));
+}
+
+fn minter() -> Rc<RefCell<Minter>> {
+    MINTER.with(Rc::clone)
+}
+
+fn inbound_with(cfg: InboundConfig, keys: Option<KeySet>) -> InboundFilter {
     let jwks = Jwks { keys: keys.map(Rc::new), ..Default::default() };
-    InboundFilter::new(Rc::new(inbound_cfg()), Rc::new(RefCell::new(jwks)), Rc::default())
+    InboundFilter::new(Rc::new(cfg), Rc::new(RefCell::new(jwks)), Rc::default(), minter())
+}
+
+fn inbound(keys: Option<KeySet>) -> InboundFilter {
+    inbound_with(inbound_cfg(), keys)
+}
+
+/// The correlation key the inbound side handed the app in `tracestate`.
+fn key_handed_over(h: &Fake) -> String {
+    correlation::key_in(&[h.header("tracestate").expect("tracestate set")]).expect("our member").to_string()
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -194,7 +219,12 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
             ("authorization", &auth),
             ("x-actorchain-sub", "admin"),
             ("X-Actorchain-Chain", "evil"),
+            // Look-alikes a CGI/WSGI-style framework would read as x-actorchain-sub.
+            ("x_actorchain_sub", "admin"),
+            ("x-actorchain_sub", "admin"),
             ("traceparent", TRACEPARENT),
+            // A caller's guess at a correlation key never reaches the app.
+            ("tracestate", "congo=t61rcWkgMzE,actorchain=0123456789abcdef0123456789abcdef"),
         ],
         &shared,
     );
@@ -202,25 +232,31 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
     assert_eq!(f.on_request_headers(&mut h), Action::Continue);
     assert!(h.replies.is_empty());
     assert_eq!(h.header("x-actorchain-sub"), Some("user1"));
+    assert_eq!(h.header("x-actorchain-sub-issuer"), Some(IDP));
     assert_eq!(h.header("x-actorchain-agent"), Some("investigation-agent"));
     assert_eq!(h.header("x-actorchain-chain"), Some("oncall-agent,investigation-agent"));
     assert_eq!(h.header("x-actorchain-scope"), Some("incidents:read repo:write"));
     assert_eq!(h.header("x-actorchain-sid"), Some("sid-1"));
-    assert!(h.headers.iter().all(|(k, _)| k != "X-Actorchain-Chain"));
+    for spoofed in ["X-Actorchain-Chain", "x_actorchain_sub", "x-actorchain_sub"] {
+        assert!(h.headers.iter().all(|(k, _)| k != spoofed), "{spoofed} reached the app");
+    }
     let audit: serde_json::Value = serde_json::from_str(&h.audits.borrow()[0]).unwrap();
     assert_eq!(audit["decision"], "accepted");
     assert_eq!(audit["chain"], serde_json::json!(["oncall-agent", "investigation-agent"]));
     assert_eq!(audit["sub"], "user1");
-    // Recorded for the outbound side under the trace id.
+    // The trace id goes on untouched; the key is ours, fresh, first in tracestate.
+    assert_eq!(h.header("traceparent"), Some(TRACEPARENT));
+    let key = key_handed_over(&h);
+    assert_ne!(key, "0123456789abcdef0123456789abcdef");
+    assert_eq!(h.header("tracestate"), Some(format!("actorchain={key},congo=t61rcWkgMzE").as_str()));
+    // Recorded for the outbound side under that key, in a slot whose name says nothing of it.
     let slots = SharedSlots::new(slots::DEFAULT_SLOTS);
-    let rec = slots.trace.get(&h, "actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    let rec = slots.trace.get(&h, &key).unwrap();
     assert!(String::from_utf8(rec).unwrap().ends_with(&t));
-    // In a bounded slot, under a name that says nothing about the request.
-    assert!(shared.borrow().keys().all(|k| !k.contains("4bf92f35")));
-    // When the request ends the record is marked done (it gives way first), still readable.
+    assert!(shared.borrow().keys().all(|k| !k.contains(&key[..8])));
+    // When the request ends its record is gone.
     f.on_done(&mut h);
-    assert!(slots.trace.get(&h, "actorchain.subject.trace.4bf92f3577b34da6a3ce929d0e0e4736").is_some());
-    assert!(shared.borrow().values().any(|(v, _)| String::from_utf8_lossy(v).lines().next().is_some_and(|l| l.ends_with(" D"))));
+    assert!(slots.trace.get(&h, &key).is_none());
 }
 
 #[test]
@@ -401,20 +437,111 @@ fn outbound_failures_fail_closed() {
     assert_eq!(h.replies[0].reason, "no_subject_token");
 }
 
+/// One accepted request at the inbound side; the filter (to end it later) and what the app got.
+fn accepted(f: &mut InboundFilter, headers: &[(&str, &str)], shared: &Rc<RefCell<Shared>>) -> Fake {
+    let mut h = Fake::with(headers, shared);
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue, "{:?}", h.replies);
+    h
+}
+
+/// The subject token the outbound side asked the STS to exchange for a call with `headers`, or
+/// the reason it refused.
+fn exchanged_subject(headers: &[(&str, &str)], shared: &Rc<RefCell<Shared>>) -> Result<String, &'static str> {
+    let mut h = Fake::with(headers, shared);
+    outbound(&Rc::default(), 1).on_request_headers(&mut h);
+    match (h.dispatched.first(), h.replies.first()) {
+        (Some((_, body)), _) => {
+            let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+            Ok(form["subject_token"].clone())
+        }
+        (None, Some(r)) => Err(r.reason),
+        (None, None) => panic!("neither exchanged nor refused"),
+    }
+}
+
 #[test]
-fn outbound_finds_the_subject_through_trace_context() {
+fn outbound_finds_the_subject_only_through_the_key_minted_for_its_request() {
     let shared = Rc::default();
+    let victim = token("mcp-gateway", "repo:write", NOW + 60);
+    let attacker = token("mcp-gateway", "incidents:read", NOW + 60);
+    let (victim_auth, attacker_auth) = (format!("Bearer {victim}"), format!("Bearer {attacker}"));
+    // Two requests of one trace at this workload, the same trace id and x-request-id: two records.
+    let mut vf = inbound(Some(keyset()));
+    let v = accepted(&mut vf, &[("authorization", &victim_auth), ("traceparent", TRACEPARENT), ("x-request-id", "r-1")], &shared);
+    let mut af = inbound(Some(keyset()));
+    let a = accepted(&mut af, &[("authorization", &attacker_auth), ("traceparent", TRACEPARENT), ("x-request-id", "r-1")], &shared);
+    let (vk, ak) = (key_handed_over(&v), key_handed_over(&a));
+    assert_ne!(vk, ak);
+    // Each app's outbound call continues its own request, whatever else it carries.
+    let child = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+    let call = |ts: &str| {
+        exchanged_subject(&[(":authority", "mcp"), ("traceparent", child), ("x-request-id", "r-1"), ("tracestate", ts)], &shared)
+    };
+    assert_eq!(call(&format!("actorchain={vk}")), Ok(victim.clone()));
+    assert_eq!(call(&format!("actorchain={ak},congo=1")), Ok(attacker.clone()));
+    // The trace id or x-request-id alone finds nothing (x-request-id is not a carrier here).
+    assert_eq!(
+        exchanged_subject(&[(":authority", "mcp"), ("traceparent", TRACEPARENT), ("x-request-id", "r-1")], &shared),
+        Err("no_subject_token")
+    );
+    assert_eq!(exchanged_subject(&[(":authority", "mcp"), ("x-request-id", &vk)], &shared), Err("no_subject_token"));
+    // The key never leaves the workload: the forwarded call's tracestate has lost our member.
+    let mut h = Fake::with(&[(":authority", "mcp"), ("tracestate", &format!("actorchain={vk},congo=1"))], &shared);
+    outbound(&Rc::default(), 1).on_request_headers(&mut h);
+    assert_eq!(h.header("tracestate"), Some("congo=1"));
+    // A record lives exactly as long as its request.
+    vf.on_done(&mut Fake::with(&[], &shared));
+    assert_eq!(call(&format!("actorchain={vk}")), Err("no_subject_token"));
+    assert_eq!(call(&format!("actorchain={ak}")), Ok(attacker));
+}
+
+#[test]
+fn x_request_id_is_a_carrier_only_where_the_inbound_side_put_the_key_there() {
+    let shared = Rc::default();
+    let mut cfg = inbound_cfg();
+    cfg.correlation.x_request_id = true;
     let t = token("mcp-gateway", "repo:write", NOW + 60);
     let auth = format!("Bearer {t}");
-    // The inbound side of the same sidecar accepted a request in this trace...
-    inbound(Some(keyset())).on_request_headers(&mut Fake::with(&[("authorization", &auth), ("traceparent", TRACEPARENT)], &shared));
-    // ...and the app's outbound call carries only the trace context.
-    let child_span = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
-    let mut h = Fake::with(&[(":authority", "mcp"), ("traceparent", child_span)], &shared);
-    let inflight = Rc::default();
-    assert_eq!(outbound(&inflight, 1).on_request_headers(&mut h), Action::Pause);
+    let mut f = inbound_with(cfg, Some(keyset()));
+    let h = accepted(&mut f, &[("authorization", &auth), ("x-request-id", "chosen-by-the-caller")], &shared);
+    let key = key_handed_over(&h);
+    assert_eq!(h.header("x-request-id"), Some(key.as_str()), "the caller's x-request-id is replaced by the key");
+    assert!(h.header("traceparent").is_some_and(correlation::is_traceparent), "a trace is started so tracestate travels");
+    assert_eq!(exchanged_subject(&[(":authority", "mcp"), ("x-request-id", &key)], &shared), Ok(t));
+    f.on_done(&mut Fake::with(&[], &shared));
+    assert_eq!(exchanged_subject(&[(":authority", "mcp"), ("x-request-id", &key)], &shared), Err("no_subject_token"));
+}
+
+#[test]
+fn a_workload_that_records_nothing_still_drops_a_callers_key() {
+    let shared = Rc::default();
+    let mut cfg = inbound_cfg();
+    cfg.correlation.record = false;
+    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    let h = accepted(&mut inbound_with(cfg, Some(keyset())), &[("authorization", &auth), ("tracestate", "actorchain=x,rojo=1")], &shared);
+    assert_eq!(h.header("tracestate"), Some("rojo=1"));
+    assert!(shared.borrow().is_empty(), "nothing recorded");
+}
+
+#[test]
+fn a_destination_gets_at_most_its_scope() {
+    let shared = Rc::default();
+    let j = r#"{"mode":"outbound","agent":"investigation-agent","sts":{"cluster":"sts"},
+        "destinations":{"mcp":{"audience":"mcp-gateway","scope":"repo:write metrics:read"}}}"#;
+    let Config::Outbound(cfg) = Config::parse(j.as_bytes()).unwrap() else { unreachable!() };
+    let cfg = Rc::new(cfg);
+    let call = |scope: &str| {
+        let auth = format!("Bearer {}", token("investigation-agent", scope, NOW + 60));
+        let mut h = Fake::with(&[(":authority", "mcp"), ("authorization", &auth)], &shared);
+        OutboundFilter { cfg: cfg.clone(), revoked: Rc::default(), inflight: Rc::default(), context_id: 1, pending: None }
+            .on_request_headers(&mut h);
+        h
+    };
+    let h = call("incidents:read repo:read repo:write");
     let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
-    assert_eq!(form["subject_token"], t);
+    assert_eq!(form["scope"], "repo:write");
+    let h = call("incidents:read");
+    assert_eq!((h.replies[0].status, h.replies[0].reason), (403, "scope_unavailable"));
 }
 
 #[test]
@@ -508,21 +635,53 @@ fn revoked_sessions_are_refused_inbound_and_dropped_from_the_outbound_cache() {
 fn a_token_is_bound_to_the_workload_of_its_current_actor() {
     let shared = Rc::default();
     let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    let from = |peer: Option<&str>| {
+        let mut h = Fake::with(&[("authorization", &auth)], &shared);
+        h.peer = peer.map(String::from);
+        h
+    };
+    let monitoring = Some("spiffe://actorchain.dev/workload/monitoring");
+    let reason = |f: &mut InboundFilter, mut h: Fake| {
+        f.on_request_headers(&mut h);
+        h.replies.first().map(|r| (r.status, r.reason))
+    };
     let mut f = inbound(Some(keyset()));
-    let mut from_owner = Fake::with(&[("authorization", &auth)], &shared);
-    from_owner.peer = Some("spiffe://actorchain.dev/workload/investigation".into());
-    assert_eq!(f.on_request_headers(&mut from_owner), Action::Continue);
-    let mut stolen = Fake::with(&[("authorization", &auth)], &shared);
-    stolen.peer = Some("spiffe://actorchain.dev/workload/monitoring".into());
-    assert_eq!(f.on_request_headers(&mut stolen), Action::Pause);
-    assert_eq!((stolen.replies[0].status, stolen.replies[0].reason), (401, "sender_mismatch"));
-    // Without mTLS there is no peer to compare; with binding off, nothing is compared.
-    assert_eq!(f.on_request_headers(&mut Fake::with(&[("authorization", &auth)], &shared)), Action::Continue);
-    let mut off = inbound(Some(keyset()));
-    off.cfg = Rc::new(InboundConfig { sender_binding: false, ..inbound_cfg() });
-    let mut stolen = Fake::with(&[("authorization", &auth)], &shared);
-    stolen.peer = Some("spiffe://actorchain.dev/workload/monitoring".into());
-    assert_eq!(off.on_request_headers(&mut stolen), Action::Continue);
+    assert_eq!(reason(&mut f, from(Some(INVESTIGATION))), None);
+    assert_eq!(reason(&mut f, from(monitoring)), Some((401, "sender_mismatch")));
+    // No verified peer certificate (plaintext, or TLS without one): refused, unless the operator
+    // said so explicitly.
+    assert_eq!(reason(&mut f, from(None)), Some((401, "sender_unauthenticated")));
+    let mut when_present = inbound_with(InboundConfig { sender_binding: SenderBinding::WhenPresent, ..inbound_cfg() }, Some(keyset()));
+    assert_eq!(reason(&mut when_present, from(None)), None);
+    assert_eq!(reason(&mut when_present, from(monitoring)), Some((401, "sender_mismatch")));
+    let mut off = inbound_with(InboundConfig { sender_binding: SenderBinding::Off, ..inbound_cfg() }, Some(keyset()));
+    assert_eq!(reason(&mut off, from(monitoring)), None);
+}
+
+#[test]
+fn a_persons_token_comes_from_its_issuers_presenters() {
+    let shared = Rc::default();
+    let idp = PrivateKey::from_secret_bytes(Alg::EdDsa, &[21; 32]).unwrap();
+    let mut idp_keys = KeySet::default();
+    idp_keys.insert("idp".into(), idp.public()).unwrap();
+    let j = format!(
+        r#"{{"mode":"inbound","issuer":"{ISS}","audience":"oncall-agent","sts":{{"cluster":"sts"}},
+            "people":[{{"issuer":"{IDP}","jwks":{},"presenters":["spiffe://actorchain.dev/workload/frontend"]}}]}}"#,
+        idp_keys.to_jwks()
+    );
+    let Config::Inbound(cfg) = Config::parse(j.as_bytes()).unwrap() else { unreachable!() };
+    let person = sign_compact(&serde_json::json!({"iss": IDP, "sub": "user1", "aud": "oncall-agent", "exp": NOW + 60}), &idp, "idp", None);
+    let auth = format!("Bearer {person}");
+    let mut f = inbound_with(cfg, Some(keyset()));
+    let mut from = |peer: Option<&str>| {
+        let mut h = Fake::with(&[("authorization", &auth)], &shared);
+        h.peer = peer.map(String::from);
+        f.on_request_headers(&mut h);
+        (h.replies.first().map(|r| r.reason), h.header("x-actorchain-sub-issuer").map(String::from))
+    };
+    assert_eq!(from(Some("spiffe://actorchain.dev/workload/frontend")), (None, Some(IDP.to_string())));
+    assert_eq!(from(Some(INVESTIGATION)).0, Some("sender_mismatch"));
+    assert_eq!(from(None).0, Some("sender_unauthenticated"));
 }
 
 fn mcp_filter() -> InboundFilter {
@@ -532,8 +691,7 @@ fn mcp_filter() -> InboundFilter {
                   "actors":["investigation-agent"],"chain_includes":["oncall-agent"]},
                  {"id":"read","mcp_method":"tools/call","name":"read_*"}]}"#;
     let Config::Inbound(cfg) = Config::parse(j.as_bytes()).unwrap() else { unreachable!() };
-    let jwks = Jwks { keys: Some(Rc::new(keyset())), ..Default::default() };
-    InboundFilter::new(Rc::new(cfg), Rc::new(RefCell::new(jwks)), Rc::default())
+    inbound_with(cfg, Some(keyset()))
 }
 
 /// One MCP POST through the filter: headers, then the whole body.

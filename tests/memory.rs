@@ -1,8 +1,9 @@
-//! Sustained load with memory bounded: every request carries a trace id never seen before, so
-//! every accepted request leaves a record for the outbound side in Envoy's shared data, which
-//! has no delete and no expiry. The filter keeps those records in a fixed number of slots
-//! (`shared_slots`, small here so the bound is reached quickly); the sidecar's resident memory
-//! must level off however many more requests come. Writes `docs/hardening-memory.md`.
+//! Sustained load with memory bounded: every accepted request is recorded for the outbound side
+//! under a correlation key minted for it (and each carries a trace id never seen before), in
+//! Envoy's shared data, which has no delete and no expiry. The filter keeps those records in a
+//! fixed number of slots (`shared_slots`, small here so the bound is reached quickly) and empties
+//! a record's slot when its request ends; the sidecar's resident memory must level off however
+//! many more requests come. Writes `docs/hardening-memory.md`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 /// `n` requests from four keep-alive connections at once, each with a fresh `traceparent`.
 async fn load(demo: &Demo, auth: &str, n: u64, next: &AtomicU64) {
-    let body = tools_call("list_incidents").to_string().into_bytes();
+    let body = tools_call("create_pr").to_string().into_bytes();
     let client = || async {
         let mut conn = demo.ingress("investigation", "oncall").await.unwrap();
         for _ in 0..n / 4 {
@@ -72,9 +73,10 @@ async fn memory_stays_bounded_under_sustained_unique_traffic() {
     let doc = hostile::render(
         "Hardening: memory under sustained load",
         "Written by `tests/memory.rs` (real Envoy, real STS): the investigation agent's sidecar receives requests \
-         that each carry a trace id never seen before, and records each accepted token under it for its outbound \
-         side. Envoy's shared data has no delete and no expiry; the filter keeps such records in `shared_slots` \
-         fixed slots. The last run's figures are printed by the test.",
+         that each carry a trace id never seen before, and records each accepted token for its outbound side under \
+         a correlation key minted for that request, until the request ends. Envoy's shared data has no delete and \
+         no expiry; the filter keeps such records in `shared_slots` fixed slots and empties a slot when its request \
+         ends. The last run's figures are printed by the test.",
         &rows,
     );
     hostile::check_doc(&root.join("docs/hardening-memory.md"), &doc).unwrap();

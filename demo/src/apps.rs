@@ -1,5 +1,6 @@
 //! The toy apps behind the sidecars. They contain no auth code: an agent forwards what it is asked
-//! to its next hop through its own sidecar's egress listener, propagating only the trace context,
+//! to its next hop through its own sidecar's egress listener, propagating only the trace context
+//! (`traceparent`, `tracestate`, `x-request-id`),
 //! and reports what it received so the demo can show each hop's token; the MCP server answers
 //! JSON-RPC `tools/call` and reports the identity its sidecar handed it.
 
@@ -24,16 +25,25 @@ pub struct Next {
     pub path: String,
 }
 
-const SHOWN: [&str; 3] = ["authorization", "traceparent", "x-request-id"];
+const SHOWN: [&str; 4] = ["authorization", "traceparent", "tracestate", "x-request-id"];
+/// What an agent propagates to its next hop: the W3C trace context and `x-request-id`, as any
+/// tracing library does, never the token.
+const PROPAGATED: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
 /// The toy MCP server's tools; its sidecar decides who may see and call which.
 pub const TOOLS: [&str; 3] = ["create_pr", "read_metrics", "list_incidents"];
 
-/// The headers the sidecar handed over: the token, the trace context, and the identity headers.
+/// Whether a framework that folds `_` into `-` (CGI/WSGI style) would read a header as identity.
+fn read_as_identity(name: &str) -> bool {
+    name.replace('_', "-").to_ascii_lowercase().starts_with("x-actorchain-")
+}
+
+/// The headers the sidecar handed over: the token, the trace context, and every header the app
+/// could take for identity.
 fn received(req: &Request<Incoming>) -> Value {
     let mut m = serde_json::Map::new();
     for (k, v) in req.headers() {
         let k = k.as_str();
-        if SHOWN.contains(&k) || k.starts_with("x-actorchain-") {
+        if SHOWN.contains(&k) || read_as_identity(k) {
             m.insert(k.to_string(), json!(v.to_str().unwrap_or("")));
         }
     }
@@ -71,7 +81,7 @@ pub async fn http(
 
 async fn agent(name: String, next: Option<Next>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let seen = received(&req);
-    let trace: Vec<(String, String)> = ["traceparent", "x-request-id"]
+    let trace: Vec<(String, String)> = PROPAGATED
         .iter()
         .filter_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string())))
         .collect();

@@ -48,7 +48,8 @@ impl Forge {
     /// Valid claims of a hop oncall-agent → investigation-agent for `sub` in session `sid`.
     pub fn claims(&self, sid: &str) -> Value {
         json!({
-            "iss": dev::STS_ISSUER, "sub": "user1", "aud": "investigation-agent", "client_id": "oncall-agent",
+            "iss": dev::STS_ISSUER, "sub": "user1", "sub_id": {"format": "iss_sub", "iss": dev::IDP_ISSUER, "sub": "user1"},
+            "aud": "investigation-agent", "client_id": "oncall-agent",
             "act": {"sub": "oncall-agent", "spiffe_id": dev::workload_id("oncall")},
             "scope": "incidents:read repo:read repo:write",
             "iat": self.now, "nbf": self.now, "exp": self.now + 300,

@@ -84,7 +84,9 @@ fn show_token(hop: &str, token: &str, now: u64) {
     let exp = c["exp"].as_u64().unwrap_or(0);
     println!("  {hop}");
     println!("    iss   {}", c["iss"].as_str().unwrap_or("?"));
-    println!("    sub   {}", c["sub"].as_str().unwrap_or("?"));
+    // A person's own token is vouched for by its issuer; actorchain tokens say who in `sub_id`.
+    let vouched = c["sub_id"]["iss"].as_str().or(c["iss"].as_str()).unwrap_or("?");
+    println!("    sub   {}   (of {vouched})", c["sub"].as_str().unwrap_or("?"));
     let agents = chain(&c);
     if !agents.is_empty() {
         println!(
@@ -142,8 +144,13 @@ async fn walkthrough(demo: &Demo) -> Result<(), String> {
 
     println!("\nrefusals");
     for r in scenario::refusals(demo, &run.tokens[1], &run.tokens[2]).await? {
-        let reason = ["actorchain_reason", "sts_reason", "reason"].iter().find_map(|k| r.body[*k].as_str()).unwrap_or("?");
-        println!("  {}\n    -> HTTP {} {} ({})", r.what, r.status, r.body["error"].as_str().unwrap_or("?"), reason);
+        let reason = ["actorchain_reason", "sts_reason", "reason"].iter().find_map(|k| r.body[*k].as_str());
+        // A refused MCP call is a JSON-RPC error carrying the reason and the rule.
+        let (error, reason) = match (r.body["error"].as_str(), reason) {
+            (Some(e), Some(why)) => (e.to_string(), why.to_string()),
+            _ => (format!("JSON-RPC error, rule {}", r.body["error"]["data"]["rule"]), scenario::refusal_reason(&r.body)),
+        };
+        println!("  {}\n    -> HTTP {} {} ({})", r.what, r.status, error, reason);
     }
     let sid = claims(&run.tokens[1])["sid"].as_str().unwrap_or_default().to_string();
     println!("\nrevoking user1's session {sid} at the STS (admin SVID)");
@@ -156,10 +163,7 @@ async fn walkthrough(demo: &Demo) -> Result<(), String> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let mut level = &refused.response;
-    while level["downstream"]["body"].is_object() {
-        level = &level["downstream"]["body"];
-    }
+    let level = scenario::deepest(&refused.response);
     println!(
         "  the same workflow again -> HTTP {} {} ({}) after {} ms",
         refused.status,

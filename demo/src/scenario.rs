@@ -35,14 +35,19 @@ pub fn claims(token: &str) -> Value {
     t.split('.').nth(1).and_then(|p| B64.decode(p).ok()).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
 }
 
-/// The reason the deepest refusing hop gave (each app nests what the next hop answered under
-/// `downstream.body`).
-pub fn refusal_reason(response: &Value) -> String {
+/// What the deepest hop answered (each app nests what the next hop answered under `downstream.body`).
+pub fn deepest(response: &Value) -> &Value {
     let mut level = response;
     while level["downstream"]["body"].is_object() {
         level = &level["downstream"]["body"];
     }
-    level["reason"].as_str().unwrap_or_default().to_string()
+    level
+}
+
+/// The reason the deepest refusing hop gave: a sidecar's refusal, or a JSON-RPC error's.
+pub fn refusal_reason(response: &Value) -> String {
+    let level = deepest(response);
+    level["reason"].as_str().or(level["error"]["data"]["reason"].as_str()).unwrap_or_default().to_string()
 }
 
 /// Agents of an `act` chain, oldest first.
@@ -58,24 +63,38 @@ pub fn chain(c: &Value) -> Vec<String> {
 }
 
 /// user1 asks the on-call agent to investigate; it delegates to the investigation agent, which
-/// opens a PR through the MCP server. Only `traceparent` travels with the work between apps.
+/// opens a PR through the MCP server. Only the trace context travels with the work between apps.
 pub async fn oncall(demo: &Demo, person_token: &str, extra: &[(&str, &str)]) -> Result<Run, String> {
-    let auth = format!("Bearer {person_token}");
     let tp = new_traceparent();
-    let mut headers = vec![("authorization", auth.as_str()), ("traceparent", tp.as_str()), ("content-type", "application/json")];
+    let mut headers = vec![("traceparent", tp.as_str())];
     headers.extend_from_slice(extra);
-    let (status, response) = demo.call("oncall", "frontend", "/investigate", &headers, tools_call("create_pr")).await?;
-    let mut tokens = Vec::new();
-    let mut identities = Vec::new();
-    let mut level = &response;
-    while let Some(received) = level.get("received") {
-        if let Some(t) = received["authorization"].as_str() {
-            tokens.push(t.trim_start_matches("Bearer ").to_string());
+    oncall_calling(demo, person_token, "create_pr", &headers).await
+}
+
+/// The on-call chain ending in `tool`, with exactly `headers` (besides the token) from the front end.
+pub async fn oncall_calling(demo: &Demo, person_token: &str, tool: &str, headers: &[(&str, &str)]) -> Result<Run, String> {
+    let auth = format!("Bearer {person_token}");
+    let mut all = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    let (status, response) = demo.call("oncall", "frontend", "/investigate", &all, tools_call(tool)).await?;
+    Ok(Run::from_response(status, response))
+}
+
+impl Run {
+    /// Each hop's token and identity, read from what every app reported it received.
+    pub fn from_response(status: u16, response: Value) -> Run {
+        let mut tokens = Vec::new();
+        let mut identities = Vec::new();
+        let mut level = &response;
+        while let Some(received) = level.get("received") {
+            if let Some(t) = received["authorization"].as_str() {
+                tokens.push(t.trim_start_matches("Bearer ").to_string());
+            }
+            identities.push(received.clone());
+            level = &level["downstream"]["body"];
         }
-        identities.push(received.clone());
-        level = &level["downstream"]["body"];
+        Run { status, tokens, identities, response }
     }
-    Ok(Run { status, tokens, identities, response })
 }
 
 /// One refusal the demo shows: what was tried, and the answer.
@@ -109,6 +128,10 @@ pub async fn refusals(demo: &Demo, investigation_token: &str, mcp_token: &str) -
     let mcp_auth = format!("Bearer {mcp_token}");
     let h4 = [("authorization", mcp_auth.as_str()), ("content-type", "application/json")];
     let (s4, b4) = demo.call("mcp-server", "monitoring", "/mcp", &h4, tools_call("create_pr")).await?;
+    let user1 = demo.person_token("user1", "incidents:read repo:read repo:write", 600)?;
+    let narrowed = oncall_calling(demo, &user1, "list_incidents", &[]).await?;
+    let partner = demo.partner_person_token("user1", "incidents:read repo:read repo:write", 600)?;
+    let stranger = oncall_calling(demo, &partner, "create_pr", &[]).await?;
     Ok(vec![
         Refusal { what: "the investigation agent's token replayed straight to the MCP server (another audience)", status: s1, body: b1 },
         Refusal { what: "the same token used by the on-call agent, to whom it was not addressed", status: s2, body: b2 },
@@ -118,5 +141,15 @@ pub async fn refusals(demo: &Demo, investigation_token: &str, mcp_token: &str) -
             body: serde_json::from_str(&widen.body).unwrap_or(Value::Null),
         },
         Refusal { what: "the MCP server's own token replayed from the monitoring workload's connection", status: s4, body: b4 },
+        Refusal {
+            what: "user1's list_incidents through the chain: hop 2 carries only repo:write (least privilege per hop)",
+            status: narrowed.status,
+            body: deepest(&narrowed.response).clone(),
+        },
+        Refusal {
+            what: "the partner IdP's user1 asking to open a PR (another person than our user1)",
+            status: stranger.status,
+            body: deepest(&stranger.response).clone(),
+        },
     ])
 }

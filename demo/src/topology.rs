@@ -70,6 +70,22 @@ pub struct Workload {
     pub admin: Option<SocketAddr>,
 }
 
+/// A request in flight whose body has not been sent yet (`Demo::call_held`).
+pub struct HeldCall {
+    sender: http_body_util::channel::Sender<bytes::Bytes, std::convert::Infallible>,
+    body: Vec<u8>,
+    answer: tokio::task::JoinHandle<Result<(u16, Value), String>>,
+}
+
+impl HeldCall {
+    /// Sends the body; the answer's status and body.
+    pub async fn finish(mut self) -> Result<(u16, Value), String> {
+        self.sender.send_data(bytes::Bytes::from(self.body)).await.map_err(|_| "the request was answered before its body")?;
+        drop(self.sender);
+        self.answer.await.map_err(|e| e.to_string())?
+    }
+}
+
 /// The on-call chain: user1 → oncall-agent → investigation-agent → MCP server.
 pub const CHAIN: [(&str, &str); 3] = [("oncall", "oncall-agent"), ("investigation", "investigation-agent"), ("mcp-server", "mcp-gateway")];
 
@@ -102,6 +118,23 @@ pub struct Tuning {
     /// A `postgres://` URL: the STS runs as two replicas sharing it, each with a state
     /// directory of its own, and every sidecar balances over both.
     pub database: Option<String>,
+    /// How the ingress listeners take connections (mTLS requiring a client certificate unless
+    /// a test weakens it, as a PERMISSIVE mesh would).
+    pub ingress: Ingress,
+    /// The inbound filters' `sender_binding` (their default when `None`).
+    pub sender_binding: Option<&'static str>,
+}
+
+/// What an ingress listener asks of its peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ingress {
+    /// TLS with a client certificate required and verified (the sidecar template).
+    #[default]
+    Mtls,
+    /// TLS, a client certificate verified if one is sent, none required.
+    TlsClientCertOptional,
+    /// No TLS at all.
+    Plaintext,
 }
 
 impl Drop for Demo {
@@ -269,19 +302,31 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
         "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": spec.tuning.jwks_refresh_seconds.unwrap_or(30),
     });
     if spec.workload == "oncall" || spec.workload == "mcp-server" {
-        // People arrive with their IdP's token at the session's entry point, and may call
-        // the MCP server directly where a rule lets them.
-        let jwks: Value =
-            serde_json::from_str(&std::fs::read_to_string(spec.dev.join("idp-jwks.json")).unwrap_or_default()).unwrap_or_default();
-        c["people"] = json!([{"issuer": dev::IDP_ISSUER, "jwks": jwks}]);
+        // People arrive with their IdP's token at the session's entry point (from our IdP or a
+        // partner's), and may call the MCP server directly where a rule lets them.
+        let people: Vec<Value> = dev::IDPS
+            .iter()
+            .map(|idp| {
+                let file = spec.dev.join(format!("{}-jwks.json", idp.name));
+                let jwks: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap_or_default()).unwrap_or_default();
+                json!({"issuer": idp.issuer, "jwks": jwks})
+            })
+            .collect();
+        c["people"] = json!(people);
+    }
+    if let Some(mode) = spec.tuning.sender_binding {
+        c["sender_binding"] = json!(mode);
     }
     if spec.workload == "mcp-server" {
+        // It calls no one: nothing to record for an outbound side.
+        c["correlation"] = json!({"record": false});
         c["mcp"] = json!({"path_prefix": "/mcp"});
+        let on_call = |sub: &str| json!({"issuer": dev::IDP_ISSUER, "sub": sub});
         c["rules"] = json!([
-            // Opening a PR: only for work an on-call engineer (user1, user2) started, through the on-call
-            // agent, with the investigation agent calling.
+            // Opening a PR: only for work an on-call engineer of ours (user1, user2; not the
+            // partner's user1) started, through the on-call agent, with the investigation agent calling.
             {"id": "create-pr", "mcp_method": "tools/call", "name": "create_pr", "scopes": ["repo:write"],
-             "originators": ["user1", "user2"], "actors": ["investigation-agent"], "chain_includes": ["oncall-agent"]},
+             "originators": [on_call("user1"), on_call("user2")], "actors": ["investigation-agent"], "chain_includes": ["oncall-agent"]},
             {"id": "read-metrics", "mcp_method": "tools/call", "name": "read_metrics", "scopes": ["metrics:read"],
              "actors": ["monitoring-agent", "investigation-agent"]},
             // Listing incidents: people may do that themselves.
@@ -296,6 +341,9 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
 
 pub fn outbound_plugin(spec: &SidecarSpec) -> Value {
     let destinations = match &spec.next {
+        // Least privilege: the investigation agent only ever needs to open PRs and read metrics
+        // at the MCP gateway, whatever else the person delegated.
+        Some((_, "mcp-gateway", _)) => json!({"mcp-gateway": {"audience": "mcp-gateway", "scope": "repo:write metrics:read"}}),
         Some((_, identity, _)) => json!({ *identity: identity }),
         None => json!({}),
     };
@@ -370,13 +418,15 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         let cluster = format!("peer-{identity}");
         let vhost = json!({"name": identity, "domains": [identity, format!("{identity}:*")],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]});
-        let peer = json!({
+        let mut peer = json!({
             "name": cluster, "type": at.cluster_type(), "connect_timeout": "1s",
             "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": at.host, "port_value": at.port}}}}]}]},
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": tls(Some(&dev::workload_id(name)))}}
         });
+        if spec.tuning.ingress != Ingress::Plaintext {
+            peer["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": tls(Some(&dev::workload_id(name)))}});
+        }
         vhosts = format!("            - {vhost}\n");
         clusters.push_str(&format!("  - {peer}\n"));
     }
@@ -384,6 +434,7 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         spec.sts.iter().map(|e| json!({"endpoint": {"address": {"socket_address": {"address": e.host, "port_value": e.port}}}})).collect();
     let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
     let template = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
+    let template = weaken_ingress(template, spec.tuning.ingress)?;
     Ok(template
         .replace("${WORKLOAD}", spec.workload)
         .replace("${ADMIN_PORT}", "0")
@@ -400,6 +451,26 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound_plugin(spec)))
         .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
         .replace("${PEER_CLUSTERS}\n", &clusters))
+}
+
+/// The template's ingress asks for mTLS with a client certificate; tests of a mesh that does not
+/// (Istio's PERMISSIVE mode, a TLS-only ingress) make it ask for less.
+fn weaken_ingress(template: String, ingress: Ingress) -> Result<String, String> {
+    const REQUIRED: &str = "          require_client_certificate: true\n";
+    const TLS_START: &str = "    - transport_socket:\n";
+    const TLS_END: &str = "      filters:\n";
+    match ingress {
+        Ingress::Mtls => Ok(template),
+        Ingress::TlsClientCertOptional if template.contains(REQUIRED) => {
+            Ok(template.replacen(REQUIRED, "          require_client_certificate: false\n", 1))
+        }
+        Ingress::Plaintext => {
+            let start = template.find(TLS_START).ok_or("sidecar template: no ingress transport_socket")?;
+            let end = start + template[start..].find(TLS_END).ok_or("sidecar template: no ingress filters")?;
+            Ok(format!("{}    - filters:\n{}", &template[..start], &template[end + TLS_END.len()..]))
+        }
+        Ingress::TlsClientCertOptional => Err("sidecar template: no require_client_certificate".into()),
+    }
 }
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
@@ -664,6 +735,77 @@ impl Demo {
         Ok((r.status, serde_json::from_str(&r.body).unwrap_or(Value::String(r.body))))
     }
 
+    /// A request to `to`'s ingress from a peer that proves no identity: TLS without a client
+    /// certificate, or plaintext (where a test's ingress accepts that).
+    pub async fn call_anonymous(
+        &self,
+        to: &str,
+        tls: bool,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Result<(u16, Value), String> {
+        let body = body.to_string().into_bytes();
+        let (status, b) = if tls {
+            let server_name = format!("{to}.{}", dev::TRUST_DOMAIN);
+            let r = Connection::connect(self.workload(to).ingress, &server_name, self.tls(None)?)
+                .await?
+                .request("POST", path, headers, body)
+                .await?;
+            (r.status, r.body.into_bytes().into())
+        } else {
+            apps::http(self.workload(to).ingress, "POST", to, path, headers, body).await?
+        };
+        Ok((status, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))))
+    }
+
+    /// Requests a workload's inbound filter has decided on, accepted or refused.
+    async fn judged(&self, w: &Workload) -> u64 {
+        self.counter(w, "actorchain.inbound.accepted").await + self.counter(w, "actorchain.inbound.refused").await
+    }
+
+    /// A request to `to`'s ingress whose body is held back until [`HeldCall::finish`]: its headers
+    /// have been judged by the sidecar and the app is waiting for the rest, so the request is in
+    /// flight at `to` (for the race tests). Returns once `to`'s sidecar has accepted or refused it.
+    pub async fn call_held(
+        &self,
+        to: &str,
+        as_workload: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Result<HeldCall, String> {
+        use http_body_util::BodyExt;
+        let w = self.workload(to).clone();
+        let before = self.judged(&w).await;
+        let tcp = tokio::net::TcpStream::connect(w.ingress).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(format!("{to}.{}", dev::TRUST_DOMAIN)).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls(Some(as_workload))?).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let body = body.to_string().into_bytes();
+        let (sender, channel) = http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+        let mut req = hyper::Request::builder().method("POST").uri(path).header("host", to).header("content-length", body.len());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(channel).map_err(|e| e.to_string())?;
+        let answer = tokio::spawn(async move {
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let b = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok((status, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))))
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.judged(&w).await == before {
+            if Instant::now() > deadline {
+                return Err(format!("the {to} sidecar never judged the held request"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(HeldCall { sender, body, answer })
+    }
+
     /// A plain request to a workload's egress listener, as its app would send it.
     pub async fn call_egress(
         &self,
@@ -683,15 +825,30 @@ impl Demo {
         conn.post_form("/token", params).await
     }
 
-    /// user1's token from the dev IdP, addressed to the on-call agent.
+    /// A person's token from the dev IdP, addressed to the on-call agent.
     pub fn person_token(&self, sub: &str, scope: &str, ttl: u64) -> Result<String, String> {
         dev::person_token(&self.dev, sub, "oncall-agent", scope, ttl, Some("INC-4711"), actorchain_sts::server::unix_now())
     }
 
-    /// Revokes a token, session, agent or person at the STS, as the admin would.
+    /// A person's token from the partner's IdP, addressed to the on-call agent.
+    pub fn partner_person_token(&self, sub: &str, scope: &str, ttl: u64) -> Result<String, String> {
+        let now = actorchain_sts::server::unix_now();
+        dev::person_token_from(&self.dev, dev::PARTNER_IDP, sub, "oncall-agent", scope, ttl, None, now)
+    }
+
+    /// Revokes a token, session or agent at the STS, as the admin would.
     pub async fn revoke(&self, kind: &str, value: &str) -> Result<Value, String> {
+        self.revoke_json(json!({"kind": kind, "value": value})).await
+    }
+
+    /// Revokes a person: the subject as the issuer that vouches for them names them.
+    pub async fn revoke_person(&self, issuer: &str, sub: &str) -> Result<Value, String> {
+        self.revoke_json(json!({"kind": "person", "issuer": issuer, "value": sub})).await
+    }
+
+    async fn revoke_json(&self, ask: Value) -> Result<Value, String> {
         let mut conn = self.sts_connection(Some("admin")).await?;
-        let body = json!({"kind": kind, "value": value}).to_string().into_bytes();
+        let body = ask.to_string().into_bytes();
         let r = conn.request("POST", "/admin/revocations", &[("content-type", "application/json")], body).await?;
         if r.status != 200 {
             return Err(format!("revocation refused: {} {}", r.status, r.body));

@@ -27,5 +27,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(NOW < c.exp + 30 && c.nbf <= NOW + 30);
         assert_eq!(c.client_id, c.act.sub);
         assert!(c.act.depth() <= ChainLimits::default().max_depth);
+        assert_eq!((c.sub_id.format.as_str(), c.sub_id.sub.as_str()), ("iss_sub", c.sub.as_str()));
     }
 });

@@ -23,6 +23,7 @@ fn claims(now: u64) -> Claims {
     Claims {
         iss: "https://sts.actorchain.dev".into(),
         sub: "user1".into(),
+        sub_id: actorchain_token::SubjectId::new("https://idp.actorchain.dev", "user1"),
         aud: "mcp-gateway".into(),
         client_id: "investigation-agent".into(),
         act,

@@ -206,8 +206,9 @@ impl Config {
             }
         }
         for (i, p) in self.people.iter().enumerate() {
-            if p.issuer == self.issuer {
-                return Err(format!("people[{i}].issuer: must differ from the STS issuer"));
+            // The STS's own issuer vouches for agents acting as themselves; a person's IdP never may.
+            if p.issuer == self.issuer || !actorchain_token::is_issuer_id(&p.issuer) {
+                return Err(format!("people[{i}].issuer: must differ from the STS issuer and be 1-1024 printable ASCII, no spaces"));
             }
             match (&p.jwks_file, &p.jwks_url) {
                 (Some(_), None) => {}

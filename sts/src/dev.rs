@@ -13,6 +13,21 @@ use crate::keys::{generate, StoredKey};
 pub const TRUST_DOMAIN: &str = "actorchain.dev";
 pub const STS_ISSUER: &str = "https://sts.actorchain.dev";
 pub const IDP_ISSUER: &str = "https://idp.actorchain.dev";
+/// A partner organisation's identity provider: its people have ids of their own, some equal to
+/// ours (its `user1` is not our `user1`).
+pub const PARTNER_ISSUER: &str = "https://idp.partner.example";
+
+/// An identity provider of the dev trust domain: its issuer, and its files `<name>-key.json`
+/// (private) and `<name>-jwks.json` (public).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idp {
+    pub issuer: &'static str,
+    pub name: &'static str,
+}
+
+pub const IDP: Idp = Idp { issuer: IDP_ISSUER, name: "idp" };
+pub const PARTNER_IDP: Idp = Idp { issuer: PARTNER_ISSUER, name: "partner-idp" };
+pub const IDPS: [Idp; 2] = [IDP, PARTNER_IDP];
 pub const STS_SPIFFE_ID: &str = "spiffe://actorchain.dev/workload/sts";
 /// The demo workloads: each gets an X.509-SVID `svid/<name>.pem`.
 pub const WORKLOADS: [&str; 7] = ["sts", "admin", "frontend", "oncall", "investigation", "monitoring", "mcp-server"];
@@ -25,7 +40,8 @@ pub fn workload_id(name: &str) -> String {
 /// delegates to the investigation agent, which calls the MCP gateway (and may ask monitoring).
 pub fn registry_toml() -> String {
     format!(
-        r#"# Agent registry: which agent may run on which workload, call which audience, hold which scopes.
+        r#"# Agent registry: which agent may run on which workload, call which audience (with which of its
+# scopes: least privilege per hop), hold which scopes.
 [[agents]]
 id = "oncall-agent"
 workloads = ["{oncall}"]
@@ -38,7 +54,8 @@ max_depth = 4
 [[agents]]
 id = "investigation-agent"
 workloads = ["{investigation}"]
-audiences = ["mcp-gateway", "monitoring-agent"]
+# Tokens for the MCP gateway never carry repo:read; the monitoring agent may get all it holds.
+audiences = [{{ audience = "mcp-gateway", scopes = ["incidents:read", "repo:write", "metrics:read"] }}, "monitoring-agent"]
 scopes = ["incidents:read", "repo:read", "repo:write", "metrics:read"]
 ttl_seconds = 120
 max_depth = 4
@@ -94,6 +111,11 @@ pass_claims = ["task"]
 # An issuer whose keys are published at a URL instead:
 #   jwks_url = "https://idp.example/.well-known/jwks.json"
 #   jwks_ca = "idp-ca.pem"
+
+# A partner's IdP: its people are told apart from ours by issuer (its user1 is not our user1).
+[[people]]
+issuer = "{PARTNER_ISSUER}"
+jwks_file = "partner-idp-jwks.json"
 "#
     )
 }
@@ -115,10 +137,11 @@ fn validity(p: &mut CertificateParams) {
 /// harmless and tokens minted earlier stay verifiable; an incomplete one (from an older version)
 /// is written anew.
 pub fn init(dir: &Path, force: bool) -> Result<(), String> {
-    let complete = ["sts.toml", "registry.toml", "bundle.pem", "bundle.spiffe.json", "idp-key.json", "jwt-svid-key.json"]
-        .iter()
-        .all(|f| dir.join(f).exists())
-        && WORKLOADS.iter().all(|w| dir.join(format!("svid/{w}.pem")).exists() && dir.join(format!("svid/{w}-key.pem")).exists());
+    let complete =
+        ["sts.toml", "registry.toml", "bundle.pem", "bundle.spiffe.json", "idp-key.json", "partner-idp-key.json", "jwt-svid-key.json"]
+            .iter()
+            .all(|f| dir.join(f).exists())
+            && WORKLOADS.iter().all(|w| dir.join(format!("svid/{w}.pem")).exists() && dir.join(format!("svid/{w}-key.pem")).exists());
     if complete && !force {
         return Ok(());
     }
@@ -161,9 +184,11 @@ pub fn init(dir: &Path, force: bool) -> Result<(), String> {
     let jwt_svid = StoredKey::new(&generate(Alg::Es256), 0);
     jwt_svid.write(&dir.join("jwt-svid-key.json")).map_err(err)?;
     write(dir, "bundle.spiffe.json", &spiffe_bundle(&ca_cert, &ca_key, &jwt_svid)?)?;
-    let idp = StoredKey::new(&generate(Alg::EdDsa), 0);
-    idp.write(&dir.join("idp-key.json")).map_err(err)?;
-    write(dir, "idp-jwks.json", &public_jwks(&idp, "sig")?)?;
+    for idp in IDPS {
+        let key = StoredKey::new(&generate(Alg::EdDsa), 0);
+        key.write(&dir.join(format!("{}-key.json", idp.name))).map_err(err)?;
+        write(dir, &format!("{}-jwks.json", idp.name), &public_jwks(&key, "sig")?)?;
+    }
     write(dir, "registry.toml", &registry_toml())?;
     write(dir, "sts.toml", &sts_toml())
 }
@@ -202,9 +227,24 @@ fn public_jwks(key: &StoredKey, use_: &str) -> Result<String, String> {
 
 /// A person's token from the dev IdP, addressed to the agent they talk to.
 pub fn person_token(dir: &Path, sub: &str, aud: &str, scope: &str, ttl: u64, task: Option<&str>, now: u64) -> Result<String, String> {
-    let key = StoredKey::read(&dir.join("idp-key.json")).map_err(err)?;
+    person_token_from(dir, IDP, sub, aud, scope, ttl, task, now)
+}
+
+/// A person's token from one of the dev trust domain's IdPs.
+#[allow(clippy::too_many_arguments)]
+pub fn person_token_from(
+    dir: &Path,
+    idp: Idp,
+    sub: &str,
+    aud: &str,
+    scope: &str,
+    ttl: u64,
+    task: Option<&str>,
+    now: u64,
+) -> Result<String, String> {
+    let key = StoredKey::read(&dir.join(format!("{}-key.json", idp.name))).map_err(err)?;
     let mut claims = json!({
-        "iss": IDP_ISSUER, "sub": sub, "aud": aud, "scope": scope,
+        "iss": idp.issuer, "sub": sub, "aud": aud, "scope": scope,
         "iat": now, "nbf": now, "exp": now + ttl, "jti": random_id(),
     });
     if let Some(t) = task {

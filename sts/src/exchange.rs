@@ -4,7 +4,8 @@
 
 use actorchain_token::{
     check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, verify_person, Actor, Audience, ChainLimits, Claims,
-    Expectations, Handles, KeySet, PersonIssuer, RevocationKind, RevocationSet, ScopeSet, TimeWindow, TokenError, TypRule, Unverified,
+    Expectations, Handles, KeySet, PersonIssuer, RevocationKind, RevocationSet, ScopeSet, SubjectId, TimeWindow, TokenError, TypRule,
+    Unverified,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -60,6 +61,9 @@ pub struct AuditRecord {
     pub workload: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The issuer that vouched for `sub`: the person's IdP, or this STS for an agent acting as itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_iss: Option<String>,
     /// Agents oldest to newest, including the one asking.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
@@ -88,7 +92,7 @@ pub struct Grant {
 #[derive(Debug, Clone)]
 enum Subject {
     /// A person's token from a trusted IdP: this exchange starts a session.
-    Person { sub: String, scope: ScopeSet, exp: u64, sid: String, ext: Map<String, Value> },
+    Person { id: SubjectId, scope: ScopeSet, exp: u64, sid: String, ext: Map<String, Value> },
     /// An actorchain token addressed to the requesting agent: this exchange extends a chain.
     Chain(Claims),
     /// No token: the agent acts as itself (client credentials), starting a chain of its own.
@@ -188,7 +192,7 @@ fn verify_subject(token: &str, agent: &str, v: &Verifiers<'_>, now: u64) -> Resu
     // The same person token always yields the same session, however many hops it starts.
     let anchor = c.sid.or(c.jti).unwrap_or_else(|| B64.encode(Sha256::digest(token.as_bytes())));
     let sid = session_id(&c.iss, &anchor);
-    Ok(Subject::Person { sub: c.sub, scope, exp: c.exp, sid, ext })
+    Ok(Subject::Person { id: SubjectId::new(&c.iss, &c.sub), scope, exp: c.exp, sid, ext })
 }
 
 fn session_id(iss: &str, anchor: &str) -> String {
@@ -242,12 +246,19 @@ pub fn decide(
             ))
         }
     };
-    let (sub, prior_act, parent_scope, parent_exp, sid, ext, parent_jti) = match subject {
-        // A new chain rooted at the agent: its registered scopes and lifetime are the ceiling.
-        Subject::Agent => {
-            (agent.id.clone(), None, agent.scopes.clone(), now + agent.ttl_secs, session_id(v.issuer, &jti), Map::new(), None)
-        }
-        Subject::Person { sub, scope, exp, sid, ext } => {
+    let (sub_id, prior_act, parent_scope, parent_exp, sid, ext, parent_jti) = match subject {
+        // A new chain rooted at the agent, vouched for by this STS (never mistaken for a person
+        // of an IdP): its registered scopes and lifetime are the ceiling.
+        Subject::Agent => (
+            SubjectId::new(v.issuer, &agent.id),
+            None,
+            agent.scopes.clone(),
+            now + agent.ttl_secs,
+            session_id(v.issuer, &jti),
+            Map::new(),
+            None,
+        ),
+        Subject::Person { id, scope, exp, sid, ext } => {
             if !agent.may_start_session {
                 return Err(ExchangeError::new(
                     OAuthCode::UnauthorizedClient,
@@ -255,20 +266,27 @@ pub fn decide(
                     format!("agent {} may not start a session from a person's token", agent.id),
                 ));
             }
-            (sub, None, scope, exp, sid, ext, None)
+            (id, None, scope, exp, sid, ext, None)
         }
         Subject::Chain(c) => {
             let scope = ScopeSet::parse(&c.scope).map_err(subject_error)?;
-            (c.sub, Some(c.act), scope, c.exp, c.sid, c.ext, Some(c.jti))
+            (c.sub_id, Some(c.act), scope, c.exp, c.sid, c.ext, Some(c.jti))
         }
     };
-    rec.sub = Some(sub.clone());
+    rec.sub = Some(sub_id.sub.clone());
+    rec.sub_iss = Some(sub_id.iss.clone());
     rec.sid = Some(sid.clone());
     rec.parent_jti = parent_jti.clone();
     rec.chain = prior_act.as_ref().map(|a| a.agents_oldest_first().into_iter().map(String::from).collect()).unwrap_or_default();
     rec.chain.push(agent.id.clone());
 
-    let handles = Handles { jti: parent_jti.as_deref(), sid: Some(&sid), sub: &sub, agents: rec.chain.iter().map(String::as_str) };
+    let handles = Handles {
+        jti: parent_jti.as_deref(),
+        sid: Some(&sid),
+        sub_iss: &sub_id.iss,
+        sub: &sub_id.sub,
+        agents: rec.chain.iter().map(String::as_str),
+    };
     if let Some(kind) = v.revoked.matches(&handles) {
         return Err(ExchangeError::new(
             OAuthCode::InvalidRequest,
@@ -277,15 +295,17 @@ pub fn decide(
         ));
     }
 
-    if !agent.may_call(&req.audience) {
+    let Some(audience_scopes) = agent.grant_for(&req.audience) else {
         return Err(ExchangeError::new(
             OAuthCode::InvalidTarget,
             "audience_not_allowed",
             format!("agent {} may not call audience {}", agent.id, req.audience),
         ));
-    }
+    };
 
-    let allowed = parent_scope.intersection(&agent.scopes);
+    // Least privilege per hop: what the subject holds, and what the registry grants this agent
+    // for this audience (never more than its scopes overall).
+    let allowed = parent_scope.intersection(audience_scopes);
     let granted = match &req.scope {
         Some(asked) if !asked.is_subset(&allowed) => {
             return Err(ExchangeError::new(
@@ -309,7 +329,8 @@ pub fn decide(
     }
     let claims = Claims {
         iss: v.issuer.to_string(),
-        sub,
+        sub: sub_id.sub.clone(),
+        sub_id,
         aud: req.audience.clone(),
         client_id: agent.id.clone(),
         act,
@@ -335,7 +356,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::registry::AgentPolicy;
+    use crate::registry::{AgentPolicy, AudienceGrant};
 
     const ISS: &str = "https://sts.test";
     const UNIVERSE: [&str; 6] = ["a:r", "a:w", "b:r", "b:w", "c:r", "c:w"];
@@ -346,11 +367,15 @@ mod tests {
         ScopeSet::from_tokens(UNIVERSE.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, s)| *s)).unwrap()
     }
 
-    fn policy(id: &str, workload: &str, scope_mask: u8, ttl: u64, max_depth: usize) -> AgentPolicy {
+    /// An agent that may call `next` with `next_mask` of its scopes, and `other` with all of them.
+    fn policy(id: &str, workload: &str, scope_mask: u8, next_mask: u8, ttl: u64, max_depth: usize) -> AgentPolicy {
         AgentPolicy {
             id: id.into(),
             workloads: vec![workload.into()],
-            audiences: vec!["next".into()],
+            audiences: vec![
+                AudienceGrant { audience: "next".into(), scopes: scopes(scope_mask & next_mask) },
+                AudienceGrant { audience: "other".into(), scopes: scopes(scope_mask) },
+            ],
             scopes: scopes(scope_mask),
             may_start_session: false,
             may_act_as_self: false,
@@ -364,6 +389,7 @@ mod tests {
         let claims = Claims {
             iss: ISS.into(),
             sub: "user1".into(),
+            sub_id: SubjectId::new("https://idp", "user1"),
             aud: "child".into(),
             client_id: "parent".into(),
             act: Actor { sub: "parent".into(), spiffe_id: WL_PARENT.into(), act: None },
@@ -378,10 +404,10 @@ mod tests {
         sign_compact(&claims, key, "k1", Some(TYP_ACCESS_TOKEN))
     }
 
-    fn request(subject: String, scope: Option<ScopeSet>) -> TokenRequest {
+    fn request(subject: String, audience: &str, scope: Option<ScopeSet>) -> TokenRequest {
         TokenRequest {
             subject_token: Some(subject),
-            audience: "next".into(),
+            audience: audience.into(),
             scope,
             actor_token: None,
             client_id: "child".into(),
@@ -391,12 +417,13 @@ mod tests {
 
     proptest! {
         /// For arbitrary registries and requests: a grant never holds a scope the parent did not,
-        /// never outlives the parent, and grows the chain by exactly one actor. Asking for more is
-        /// refused, never silently trimmed.
+        /// nor one the registry does not grant the agent for that audience, never outlives the
+        /// parent, and grows the chain by exactly one actor. Asking for more is refused, never
+        /// silently trimmed.
         #[test]
         fn delegation_only_narrows(
-            parent_mask in 0u8..64, agent_mask in 0u8..64, asked in proptest::option::of(0u8..64),
-            ttl in 1u64..3600, parent_left in 1u64..7200, max_depth in 1usize..4,
+            parent_mask in 0u8..64, agent_mask in 0u8..64, next_mask in 0u8..64, to_next in any::<bool>(),
+            asked in proptest::option::of(0u8..64), ttl in 1u64..3600, parent_left in 1u64..7200, max_depth in 1usize..4,
         ) {
             let now = 1_800_000_000;
             let key = PrivateKey::from_secret_bytes(Alg::EdDsa, &[9; 32]).unwrap();
@@ -404,17 +431,22 @@ mod tests {
             own.insert("k1".into(), key.public()).unwrap();
             let revoked = RevocationSet::default();
             let v = Verifiers { issuer: ISS, own_keys: &own, people: &[], window: TimeWindow::default(), max_depth: 8, revoked: &revoked };
-            let registry = Registry::from_policies([policy("child", WL_CHILD, agent_mask, ttl, max_depth)]);
+            let registry = Registry::from_policies([policy("child", WL_CHILD, agent_mask, next_mask, ttl, max_depth)]);
             let parent_exp = now + parent_left;
-            let req = request(parent(&key, parent_mask, parent_exp, now), asked.map(scopes));
+            let audience = if to_next { "next" } else { "other" };
+            let req = request(parent(&key, parent_mask, parent_exp, now), audience, asked.map(scopes));
             let mut rec = AuditRecord::default();
             let out = decide(&registry, &v, &req, WL_CHILD, now, "jti".into(), &mut rec);
-            let allowed = scopes(parent_mask).intersection(&scopes(agent_mask));
+            let grant = registry.agent("child").and_then(|a| a.grant_for(audience)).cloned().unwrap_or_default();
+            let allowed = scopes(parent_mask).intersection(&grant);
             match out {
                 Ok(g) => {
                     let granted = ScopeSet::parse(&g.claims.scope).unwrap();
                     prop_assert!(granted.is_subset(&scopes(parent_mask)));
                     prop_assert!(granted.is_subset(&scopes(agent_mask)));
+                    prop_assert!(granted.is_subset(&grant));
+                    if to_next { prop_assert!(granted.is_subset(&scopes(next_mask))); }
+                    prop_assert_eq!(&g.claims.sub_id, &SubjectId::new("https://idp", "user1"));
                     prop_assert!(g.claims.exp <= parent_exp);
                     prop_assert!(g.claims.exp <= now + ttl);
                     prop_assert_eq!(g.claims.act.depth(), 2);

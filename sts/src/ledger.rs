@@ -24,6 +24,8 @@ pub struct Row {
 pub struct Filter {
     pub sid: Option<String>,
     pub sub: Option<String>,
+    /// The issuer that vouched for `sub` (records carry it as `sub_iss`).
+    pub issuer: Option<String>,
     pub agent: Option<String>,
     pub since: Option<u64>,
     pub until: Option<u64>,
@@ -36,6 +38,15 @@ pub trait LedgerStore: Send {
     /// process or replica) can interleave with, so there is one chain however many write.
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), String>;
     fn rows(&mut self, filter: &Filter) -> Result<Vec<Row>, String>;
+}
+
+/// The rows `f` selects, the issuer of their subject included.
+pub fn select(store: &mut dyn LedgerStore, f: &Filter) -> Result<Vec<Row>, String> {
+    let mut rows = store.rows(f)?;
+    if let Some(iss) = &f.issuer {
+        rows.retain(|r| serde_json::from_str::<serde_json::Value>(&r.body).is_ok_and(|b| b["sub_iss"].as_str() == Some(iss.as_str())));
+    }
+    Ok(rows)
 }
 
 /// The rows that continue the chain at `head` (sequence number and hash) with `records`.

@@ -71,6 +71,9 @@ enum LedgerCmd {
         db: PathBuf,
         #[arg(long, allow_hyphen_values = true)]
         sub: Option<String>,
+        /// The issuer that vouched for `--sub` (two IdPs' `user1` are two people).
+        #[arg(long)]
+        issuer: Option<String>,
         #[arg(long, allow_hyphen_values = true)]
         agent: Option<String>,
         #[arg(long)]
@@ -164,8 +167,8 @@ fn run_ledger(cmd: LedgerCmd) -> Result<(), String> {
             print!("{}", ledger::session_tree(&rows));
             Ok(())
         }
-        LedgerCmd::Query { db, sub, agent, since, until } => {
-            for r in open(&db)?.rows(&Filter { sid: None, sub, agent, since, until })? {
+        LedgerCmd::Query { db, sub, issuer, agent, since, until } => {
+            for r in ledger::select(&mut *open(&db)?, &Filter { sid: None, sub, issuer, agent, since, until })? {
                 println!("{}", r.body);
             }
             Ok(())

@@ -14,8 +14,9 @@ pub struct AgentPolicy {
     pub id: String,
     /// SPIFFE IDs of the workloads allowed to host this agent.
     pub workloads: Vec<String>,
-    /// Next-hop audiences this agent may get tokens for.
-    pub audiences: Vec<String>,
+    /// Next-hop audiences this agent may get tokens for, each with the scopes a token for it may
+    /// carry (least privilege per hop).
+    pub audiences: Vec<AudienceGrant>,
     /// Scopes this agent may ever hold.
     pub scopes: ScopeSet,
     /// Whether it may start a session from a person's token (be the first actor).
@@ -25,6 +26,13 @@ pub struct AgentPolicy {
     pub ttl_secs: u64,
     /// Deepest chain it may head.
     pub max_depth: usize,
+}
+
+/// One audience an agent may call, and the most a token for it may carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceGrant {
+    pub audience: String,
+    pub scopes: ScopeSet,
 }
 
 /// The agent registry: which agent may run where, call whom, hold what.
@@ -47,12 +55,20 @@ struct RegistryFile {
     agents: Vec<AgentEntry>,
 }
 
+/// An audience: by name (any of the agent's scopes), or with the scopes tokens for it may carry.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AudienceEntry {
+    Name(String),
+    Grant { audience: String, scopes: Vec<String> },
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentEntry {
     id: String,
     workloads: Vec<String>,
-    audiences: Vec<String>,
+    audiences: Vec<AudienceEntry>,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
@@ -86,13 +102,33 @@ impl Registry {
                     return Err(format!("{}: {w:?} is not a SPIFFE ID", at(&format!("workloads[{j}]"))));
                 }
             }
-            for (j, aud) in a.audiences.iter().enumerate() {
-                if !is_principal_id(aud) {
-                    return Err(format!("{}: {aud:?} is not a valid audience", at(&format!("audiences[{j}]"))));
-                }
-            }
             let scopes = ScopeSet::from_tokens(a.scopes.iter().map(String::as_str))
                 .map_err(|_| format!("{}: scopes must be RFC 6749 scope tokens (at most 64)", at("scopes")))?;
+            let mut audiences: Vec<AudienceGrant> = Vec::with_capacity(a.audiences.len());
+            for (j, entry) in a.audiences.into_iter().enumerate() {
+                let grant = match entry {
+                    AudienceEntry::Name(audience) => AudienceGrant { audience, scopes: scopes.clone() },
+                    AudienceEntry::Grant { audience, scopes: granted } => {
+                        let granted = ScopeSet::from_tokens(granted.iter().map(String::as_str))
+                            .map_err(|_| format!("{}: must be RFC 6749 scope tokens", at(&format!("audiences[{j}].scopes"))))?;
+                        if !granted.is_subset(&scopes) {
+                            return Err(format!(
+                                "{}: {} is not among the agent's scopes",
+                                at(&format!("audiences[{j}].scopes")),
+                                granted.difference(&scopes)
+                            ));
+                        }
+                        AudienceGrant { audience, scopes: granted }
+                    }
+                };
+                if !is_principal_id(&grant.audience) {
+                    return Err(format!("{}: {:?} is not a valid audience", at(&format!("audiences[{j}]")), grant.audience));
+                }
+                if audiences.iter().any(|g| g.audience == grant.audience) {
+                    return Err(format!("{}: audience {:?} is listed twice", at(&format!("audiences[{j}]")), grant.audience));
+                }
+                audiences.push(grant);
+            }
             let ttl_secs = a.ttl_seconds.unwrap_or(DEFAULT_TTL_SECS);
             if !(1..=MAX_TTL_SECS).contains(&ttl_secs) {
                 return Err(format!("{}: must be between 1 and {MAX_TTL_SECS}", at("ttl_seconds")));
@@ -105,7 +141,7 @@ impl Registry {
             let policy = AgentPolicy {
                 id: a.id,
                 workloads: a.workloads,
-                audiences: a.audiences,
+                audiences,
                 scopes,
                 may_start_session: a.may_start_session,
                 may_act_as_self: a.may_act_as_self,
@@ -141,8 +177,9 @@ impl AgentPolicy {
         self.workloads.iter().any(|w| w == spiffe_id)
     }
 
-    pub fn may_call(&self, audience: &str) -> bool {
-        self.audiences.iter().any(|a| a == audience)
+    /// The scopes a token for `audience` may carry; `None`: this agent may not call it.
+    pub fn grant_for(&self, audience: &str) -> Option<&ScopeSet> {
+        self.audiences.iter().find(|g| g.audience == audience).map(|g| &g.scopes)
     }
 }
 
@@ -165,7 +202,14 @@ ttl_seconds = 300
         let r = Registry::parse(GOOD).unwrap();
         let a = r.agent("oncall-agent").unwrap();
         assert!(a.may_run_on("spiffe://actorchain.dev/workload/oncall"));
-        assert!(a.may_call("investigation-agent"));
+        assert_eq!(a.grant_for("investigation-agent"), Some(&a.scopes));
+        assert_eq!(a.grant_for("mcp-gateway"), None);
+        let per_audience = GOOD.replace(
+            r#"audiences = ["investigation-agent"]"#,
+            r#"audiences = ["investigation-agent", { audience = "mcp-gateway", scopes = ["repo:write"] }]"#,
+        );
+        let r = Registry::parse(&per_audience).unwrap();
+        assert_eq!(r.agent("oncall-agent").unwrap().grant_for("mcp-gateway").map(ToString::to_string).as_deref(), Some("repo:write"));
         assert_eq!(a.max_depth, DEFAULT_MAX_DEPTH);
     }
 
@@ -178,6 +222,11 @@ ttl_seconds = 300
             (GOOD.replace("ttl_seconds = 300", "max_depth = 0"), "agents[0].max_depth"),
             (GOOD.replace("ttl_seconds", "ttl"), "unknown field `ttl`"),
             (format!("{GOOD}{GOOD}"), "registered twice"),
+            (
+                GOOD.replace(r#"["investigation-agent"]"#, r#"[{ audience = "investigation-agent", scopes = ["repo:admin"] }]"#),
+                "agents[0].audiences[0].scopes: repo:admin is not among",
+            ),
+            (GOOD.replace(r#"["investigation-agent"]"#, r#"["investigation-agent", "investigation-agent"]"#), "agents[0].audiences[1]"),
             (GOOD.replace("workloads = [\"spiffe://actorchain.dev/workload/oncall\"]", "workloads = []"), "agents[0].workloads"),
         ] {
             let err = Registry::parse(&edit).unwrap_err();

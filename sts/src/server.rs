@@ -401,13 +401,14 @@ impl Sts {
             match k.as_ref() {
                 "sid" => f.sid = Some(v.into_owned()),
                 "sub" => f.sub = Some(v.into_owned()),
+                "issuer" => f.issuer = Some(v.into_owned()),
                 "agent" => f.agent = Some(v.into_owned()),
                 "since" => f.since = Some(v.parse().map_err(|_| "since: seconds since the epoch")?),
                 "until" => f.until = Some(v.parse().map_err(|_| "until: seconds since the epoch")?),
                 other => return Err(format!("unknown query parameter {other}")),
             }
         }
-        let rows = self.ledger_reader.lock().expect("lock").rows(&f)?;
+        let rows = crate::ledger::select(&mut **self.ledger_reader.lock().expect("lock"), &f)?;
         let records: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
         let mut out = serde_json::json!({ "records": records });
         if f.sid.is_some() {
@@ -583,6 +584,8 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
             struct Ask {
                 kind: String,
                 value: String,
+                /// For a person: the issuer that vouched for them (two IdPs' `user1` are two people).
+                issuer: Option<String>,
             }
             let ask = match serde_json::from_slice::<Ask>(&body) {
                 Ok(a) => a,
@@ -602,7 +605,22 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
                     r#"{"error":"invalid_request","error_description":"value must be 1-256 printable ASCII characters"}"#.into(),
                 );
             }
-            match sts.revoke(kind, &ask.value, None, unix_now()) {
+            let value = match (kind, ask.issuer) {
+                (RevocationKind::Person, Some(iss)) if actorchain_token::is_issuer_id(&iss) => {
+                    actorchain_token::person_handle(&iss, &ask.value)
+                }
+                (RevocationKind::Person, _) => {
+                    return json(
+                        400,
+                        r#"{"error":"invalid_request","error_description":"a person is named by issuer and value (the subject)"}"#.into(),
+                    )
+                }
+                (_, None) => ask.value,
+                (_, Some(_)) => {
+                    return json(400, r#"{"error":"invalid_request","error_description":"issuer names a person's issuer only"}"#.into())
+                }
+            };
+            match sts.revoke(kind, &value, None, unix_now()) {
                 Ok(e) => json(200, serde_json::to_string(&e).expect("serializes")),
                 Err(e) => json(500, serde_json::json!({"error": "server_error", "error_description": e}).to_string()),
             }

@@ -8,17 +8,15 @@ use common::*;
 use serde_json::json;
 
 async fn admin_revoke(sts: &Sts, kind: &str, value: &str) -> serde_json::Value {
+    admin_ask(sts, json!({"kind": kind, "value": value}), 200).await
+}
+
+/// A revocation request as the admin sends it, answered with `status`.
+async fn admin_ask(sts: &Sts, ask: serde_json::Value, status: u16) -> serde_json::Value {
     let mut admin = sts.connect(Some("admin")).await;
-    let r = admin
-        .request(
-            "POST",
-            "/admin/revocations",
-            &[("content-type", "application/json")],
-            json!({"kind": kind, "value": value}).to_string().into_bytes(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r =
+        admin.request("POST", "/admin/revocations", &[("content-type", "application/json")], ask.to_string().into_bytes()).await.unwrap();
+    assert_eq!(r.status, status, "{}", r.body);
     json(&r)
 }
 
@@ -74,10 +72,28 @@ async fn revocation_at_every_granularity() {
     let s3b = access_token(&exchange(&mut oncall, &p3, "investigation-agent", "oncall-agent", &[]).await);
     assert_eq!(exchange(&mut inv, &s3b, "mcp-gateway", "investigation-agent", &[]).await.status, 200);
 
-    // One person: all of user1's sessions, not user2's.
-    admin_revoke(&sts, "person", "user1").await;
+    // One person, named by issuer and subject: all of user1's sessions, not user2's, and not those
+    // of the partner IdP's user1, who is another person.
+    let partner = actorchain_sts::dev::person_token_from(
+        sts.dir.path(),
+        actorchain_sts::dev::PARTNER_IDP,
+        "user1",
+        "oncall-agent",
+        "incidents:read",
+        600,
+        None,
+        now(),
+    )
+    .unwrap();
+    let s4 = access_token(&exchange(&mut oncall, &partner, "investigation-agent", "oncall-agent", &[]).await);
+    assert_eq!(payload(&s4)["sub_id"], json!({"format": "iss_sub", "iss": actorchain_sts::dev::PARTNER_ISSUER, "sub": "user1"}));
+    let bare = admin_ask(&sts, json!({"kind": "person", "value": "user1"}), 400).await;
+    assert!(bare["error_description"].as_str().unwrap().contains("issuer"), "{bare}");
+    let entry = admin_ask(&sts, json!({"kind": "person", "issuer": actorchain_sts::dev::IDP_ISSUER, "value": "user1"}), 200).await;
+    assert_eq!(entry["value"], format!("{} user1", actorchain_sts::dev::IDP_ISSUER));
     assert_refused(&exchange(&mut inv, &s2, "mcp-gateway", "investigation-agent", &[]).await, 400, "invalid_request", "person_revoked");
     assert_eq!(exchange(&mut inv, &s3b, "mcp-gateway", "investigation-agent", &[]).await.status, 200);
+    assert_eq!(exchange(&mut inv, &s4, "mcp-gateway", "investigation-agent", &[]).await.status, 200, "the partner's user1 is not revoked");
 
     // One agent: every chain with it, and no new tokens for it.
     admin_revoke(&sts, "agent", "oncall-agent").await;

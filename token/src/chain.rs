@@ -1,4 +1,4 @@
-use crate::claims::{is_principal_id, is_spiffe_id};
+use crate::claims::{is_issuer_id, is_principal_id, is_spiffe_id, ISS_SUB};
 use crate::{Actor, Claims, TokenError};
 
 /// Default deepest delegation: a person plus eight agents.
@@ -18,7 +18,8 @@ impl Default for ChainLimits {
 }
 
 /// The chain rules of the contract: every entry names a valid agent and workload, the outermost
-/// actor is the token's `client_id`, and the chain is no deeper than allowed.
+/// actor is the token's `client_id`, the chain is no deeper than allowed, and `sub_id` qualifies
+/// exactly `sub` with a valid issuer.
 pub fn check_chain(claims: &Claims, limits: ChainLimits) -> Result<(), TokenError> {
     let mut depth = 0;
     for actor in claims.act.iter() {
@@ -34,6 +35,10 @@ pub fn check_chain(claims: &Claims, limits: ChainLimits) -> Result<(), TokenErro
         return Err(TokenError::ChainActorMismatch);
     }
     if !is_principal_id(&claims.sub) || !is_principal_id(&claims.aud) {
+        return Err(TokenError::BadClaims);
+    }
+    let id = &claims.sub_id;
+    if id.format != ISS_SUB || id.sub != claims.sub || !is_issuer_id(&id.iss) {
         return Err(TokenError::BadClaims);
     }
     Ok(())
@@ -60,6 +65,7 @@ mod tests {
         Claims {
             iss: "i".into(),
             sub: "user1".into(),
+            sub_id: crate::SubjectId::new("https://idp", "user1"),
             aud: "mcp".into(),
             client_id: act.sub.clone(),
             act,
@@ -97,6 +103,18 @@ mod tests {
         assert_eq!(check_chain(&mismatch, l), Err(TokenError::ChainActorMismatch));
         let mut bad_entry = b;
         bad_entry.act.as_mut().unwrap().spiffe_id = "spiffe://td/../x".into();
-        assert_eq!(check_chain(&claims_with(bad_entry), l), Err(TokenError::ChainMalformed));
+        assert_eq!(check_chain(&claims_with(bad_entry.clone()), l), Err(TokenError::ChainMalformed));
+        // `sub_id` must qualify exactly `sub`, in the one format issued.
+        let a = extend_chain(None, "a", "spiffe://td/a", l).unwrap();
+        for edit in [
+            |c: &mut Claims| c.sub_id.sub = "user2".into(),
+            |c: &mut Claims| c.sub_id.format = "email".into(),
+            |c: &mut Claims| c.sub_id.iss = "https://idp x".into(),
+            |c: &mut Claims| c.sub_id.iss = String::new(),
+        ] {
+            let mut c = claims_with(a.clone());
+            edit(&mut c);
+            assert_eq!(check_chain(&c, l), Err(TokenError::BadClaims));
+        }
     }
 }

@@ -9,6 +9,9 @@ pub struct Claims {
     pub iss: String,
     /// The person (or system) that started the session.
     pub sub: String,
+    /// `sub` qualified by its issuer (RFC 9493 `iss_sub`): the person's identity provider, or this
+    /// STS for an agent acting as itself. Two issuers' `user1` are two people.
+    pub sub_id: SubjectId,
     /// Exactly one audience: the next hop. A JSON string, never an array.
     pub aud: String,
     /// The current agent (RFC 9068 `client_id`); equals `act.sub`.
@@ -26,6 +29,24 @@ pub struct Claims {
     /// Extension claims (task, intent...) carried unchanged from hop to hop.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub ext: Map<String, Value>,
+}
+
+/// RFC 9493 subject identifier, format `iss_sub`: the only format actorchain issues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectId {
+    pub format: String,
+    pub iss: String,
+    pub sub: String,
+}
+
+/// The RFC 9493 format of `sub_id`.
+pub const ISS_SUB: &str = "iss_sub";
+
+impl SubjectId {
+    pub fn new(iss: &str, sub: &str) -> SubjectId {
+        SubjectId { format: ISS_SUB.to_string(), iss: iss.to_string(), sub: sub.to_string() }
+    }
 }
 
 /// One entry of the actor chain: the agent, and the workload it was attested on.
@@ -87,6 +108,12 @@ pub fn spiffe_trust_domain(id: &str) -> Option<&str> {
     id.strip_prefix(SPIFFE_SCHEME)?.split('/').next()
 }
 
+/// Issuer identifiers (of people's IdPs and of the STS): 1 to 1024 printable ASCII characters,
+/// no spaces, so `"<issuer> <sub>"` names one person unambiguously.
+pub fn is_issuer_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Agent and person identifiers: 1 to 256 printable ASCII characters, no spaces.
 pub fn is_principal_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic())
@@ -116,7 +143,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_and_duplicate_members() {
-        let good = r#"{"iss":"i","sub":"u","aud":"a","client_id":"c","act":{"sub":"c","spiffe_id":"spiffe://t/w"},"scope":"","iat":1,"nbf":1,"exp":2,"jti":"j","sid":"s"}"#;
+        let good = r#"{"iss":"i","sub":"u","sub_id":{"format":"iss_sub","iss":"https://idp","sub":"u"},"aud":"a","client_id":"c","act":{"sub":"c","spiffe_id":"spiffe://t/w"},"scope":"","iat":1,"nbf":1,"exp":2,"jti":"j","sid":"s"}"#;
         assert!(serde_json::from_str::<Claims>(good).is_ok());
         let extra = good.replacen("\"sid\"", "\"admin\":true,\"sid\"", 1);
         assert!(serde_json::from_str::<Claims>(&extra).is_err());

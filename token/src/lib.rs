@@ -17,14 +17,14 @@ mod time;
 
 pub use alg::{Alg, PrivateKey, PublicKey};
 pub use chain::{check_chain, extend_chain, ChainLimits, DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING};
-pub use claims::{is_principal_id, is_spiffe_id, spiffe_trust_domain, Actor, Claims, SPIFFE_SCHEME};
+pub use claims::{is_issuer_id, is_principal_id, is_spiffe_id, spiffe_trust_domain, Actor, Claims, SubjectId, ISS_SUB, SPIFFE_SCHEME};
 pub use error::TokenError;
 pub use header::{Header, TypRule, TYP_ACCESS_TOKEN};
 pub use json_limits::{check_json_depth, MAX_JSON_DEPTH};
 pub use jwks::{Jwk, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 pub use jws::{sign_compact, Unverified, MAX_TOKEN_BYTES};
 pub use person::{verify_person, Audience, PersonClaims, PersonIssuer};
-pub use revocation::{Handles, RevocationEntry, RevocationFeed, RevocationKind, RevocationSet};
+pub use revocation::{person_handle, Handles, RevocationEntry, RevocationFeed, RevocationKind, RevocationSet};
 pub use scope::{is_scope_token, ScopeSet};
 pub use time::TimeWindow;
 

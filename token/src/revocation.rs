@@ -1,5 +1,5 @@
 //! Revocation at the granularity of delegation: one token (`jti`), one session (`sid`), one agent
-//! (anywhere in the chain), one person (`sub`). The STS keeps the set and publishes it as a feed;
+//! (anywhere in the chain), one person (issuer and `sub`). The STS keeps the set and publishes it as a feed;
 //! the filter follows the feed. Both match tokens with the same rule, here.
 
 use std::collections::HashSet;
@@ -65,11 +65,19 @@ pub struct RevocationFeed {
     pub entries: Vec<RevocationEntry>,
 }
 
+/// The value a person revocation carries: issuer and subject, `"<issuer> <sub>"`. A subject never
+/// contains a space, so the last space separates them whatever the issuer.
+pub fn person_handle(iss: &str, sub: &str) -> String {
+    format!("{iss} {sub}")
+}
+
 /// What a token can be revoked by.
 #[derive(Debug, Clone, Copy)]
 pub struct Handles<'a, I: Iterator<Item = &'a str> + Clone> {
     pub jti: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// The person (or self-acting agent) and the issuer that vouched for them.
+    pub sub_iss: &'a str,
     pub sub: &'a str,
     /// Every agent in the chain.
     pub agents: I,
@@ -118,7 +126,8 @@ impl RevocationSet {
         if h.sid.is_some_and(|s| self.contains(RevocationKind::Session, s)) {
             return Some(RevocationKind::Session);
         }
-        if self.contains(RevocationKind::Person, h.sub) {
+        // Person revocations are rare: the issuer-qualified handle is built only when there are some.
+        if !self.of(RevocationKind::Person).is_empty() && self.contains(RevocationKind::Person, &person_handle(h.sub_iss, h.sub)) {
             return Some(RevocationKind::Person);
         }
         h.agents.clone().any(|a| self.contains(RevocationKind::Agent, a)).then_some(RevocationKind::Agent)
@@ -132,19 +141,22 @@ mod tests {
     #[test]
     fn matches_at_every_granularity() {
         let agents = ["oncall-agent", "investigation-agent"];
-        let h = Handles { jti: Some("j1"), sid: Some("s1"), sub: "user1", agents: agents.iter().copied() };
+        let h = Handles { jti: Some("j1"), sid: Some("s1"), sub_iss: "https://idp-a", sub: "user1", agents: agents.iter().copied() };
         let mut set = RevocationSet::default();
         assert_eq!(set.matches(&h), None);
         for (kind, value) in [
             (RevocationKind::Token, "j1"),
             (RevocationKind::Session, "s1"),
-            (RevocationKind::Person, "user1"),
+            (RevocationKind::Person, "https://idp-a user1"),
             (RevocationKind::Agent, "oncall-agent"),
         ] {
             set.insert(kind, value);
             assert_eq!(set.matches(&h), Some(kind));
             set.remove(kind, value);
         }
+        // The same subject from another issuer is another person.
+        set.insert(RevocationKind::Person, "https://idp-b user1");
+        set.insert(RevocationKind::Person, "user1");
         set.insert(RevocationKind::Session, "s2");
         set.insert(RevocationKind::Agent, "monitoring-agent");
         assert_eq!(set.matches(&h), None);

@@ -1,0 +1,238 @@
+//! Identity that cannot be borrowed, in real Envoy (1.40) with the real STS: whatever a caller
+//! chooses — trace id, `x-request-id`, `tracestate`, timing, no client certificate, an issuer —
+//! no call travels on under another person's identity.
+
+use std::path::PathBuf;
+
+use actorchain_demo::scenario::{self, deepest, oncall_calling, refusal_reason, tools_call, Run};
+use actorchain_demo::topology::{Demo, Ingress, Paths, Tuning};
+use actorchain_sts::dev;
+use serde_json::Value;
+
+async fn start(tuning: Tuning) -> (Demo, tempfile::TempDir) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let demo = Demo::start_tuned(Paths::workspace(&root, "debug", work.path().to_path_buf()), tuning).await.expect("demo topology starts");
+    (demo, work)
+}
+
+/// The person each hop's sidecar handed its app, front to back.
+fn people_seen(run: &Run) -> Vec<String> {
+    run.identities.iter().map(|i| format!("{} of {}", i["x-actorchain-sub"], i["x-actorchain-sub-issuer"])).collect()
+}
+
+fn is_person(seen: &str, sub: &str) -> bool {
+    seen == format!("\"{sub}\" of \"{}\"", dev::IDP_ISSUER)
+}
+
+/// What the MCP server said it did, if it did anything.
+fn done_for(run: &Run) -> Option<String> {
+    deepest(&run.response)["result"]["content"][0]["text"].as_str().map(String::from)
+}
+
+/// Round `i`'s trace context, shared by both people's requests of that round.
+fn shared_context(i: usize) -> (String, String) {
+    (format!("00-{:032x}-{:016x}-01", 0xac7_0000 + i, 0xfeed + i), format!("rid-{i}"))
+}
+
+/// One run of the on-call chain from the front end with exactly `headers`.
+async fn run(demo: &Demo, headers: &[(&str, &str)]) -> Run {
+    let (s, r) = demo.call("oncall", "frontend", "/investigate", headers, tools_call("create_pr")).await.unwrap();
+    Run::from_response(s, r)
+}
+
+/// The same, held in flight at the on-call agent until finished.
+async fn held(demo: &Demo, headers: &[(&str, &str)]) -> actorchain_demo::topology::HeldCall {
+    demo.call_held("oncall", "frontend", "/investigate", headers, tools_call("create_pr")).await.unwrap()
+}
+
+/// A victim (user1, whose work may open PRs) and an attacker (user3, whose work may not) send
+/// the same trace context to the on-call agent at once, in both orders with one of them held in
+/// flight, and plainly concurrently; each result must be its sender's own, at every hop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_trace_context_never_carries_another_persons_identity() {
+    let (demo, _work) = start(Tuning::default()).await;
+    let victim = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let attacker = demo.person_token("user3", "incidents:read repo:write", 600).unwrap();
+    let (va, aa) = (format!("Bearer {victim}"), format!("Bearer {attacker}"));
+    const ROUNDS: usize = 50;
+    let mut borrowed = Vec::new();
+    for i in 0..ROUNDS * 3 {
+        let (tp, rid) = shared_context(i);
+        // The attacker also guesses at the key; the sidecar never takes it.
+        let forged = format!("actorchain={:032x}", i);
+        let v_headers = [
+            ("authorization", va.as_str()),
+            ("traceparent", tp.as_str()),
+            ("x-request-id", rid.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let a_headers = [
+            ("authorization", aa.as_str()),
+            ("traceparent", tp.as_str()),
+            ("x-request-id", rid.as_str()),
+            ("tracestate", forged.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let (v, a) = match i % 3 {
+            // The victim's request is in flight at the agent while the attacker's runs through.
+            0 => {
+                let h = held(&demo, &v_headers).await;
+                let a = run(&demo, &a_headers).await;
+                let (s, r) = h.finish().await.unwrap();
+                (Run::from_response(s, r), a)
+            }
+            // The attacker's is in flight while the victim's runs.
+            1 => {
+                let h = held(&demo, &a_headers).await;
+                let v = run(&demo, &v_headers).await;
+                let (s, r) = h.finish().await.unwrap();
+                (v, Run::from_response(s, r))
+            }
+            _ => {
+                tokio::join!(run(&demo, &v_headers), run(&demo, &a_headers))
+            }
+        };
+        if !people_seen(&v).iter().all(|p| is_person(p, "user1")) || v.status != 200 {
+            borrowed.push(format!("round {i}: the victim's call {} {:?} {:?}", v.status, people_seen(&v), done_for(&v)));
+        }
+        if !people_seen(&a).iter().all(|p| is_person(p, "user3")) || a.status == 200 || done_for(&a).is_some() {
+            borrowed.push(format!("round {i}: the attacker's call {} {:?} {:?}", a.status, people_seen(&a), done_for(&a)));
+        }
+        assert_eq!(v.identities.len(), 3, "round {i}: {}", v.response);
+        assert_eq!(refusal_reason(&a.response), "originator_not_allowed", "round {i}: {}", a.response);
+        // The app got a key the sidecar minted, never the attacker's guess.
+        let keys: Vec<&str> = a.identities.iter().filter_map(|h| h["tracestate"].as_str()).collect();
+        assert!(keys.iter().all(|t| !t.contains(&forged)), "round {i}: {keys:?}");
+    }
+    assert!(borrowed.is_empty(), "calls under another person's identity:\n{}", borrowed.join("\n"));
+
+    // Fan-in: two honest people in one trace, at once, every round: each call carries its own.
+    let user2 = demo.person_token("user2", "incidents:read repo:write", 600).unwrap();
+    for i in 0..ROUNDS {
+        let (tp, rid) = shared_context(10_000 + i);
+        let h1 = [("traceparent", tp.as_str()), ("x-request-id", rid.as_str())];
+        let (one, two) = tokio::join!(oncall_calling(&demo, &victim, "create_pr", &h1), oncall_calling(&demo, &user2, "create_pr", &h1));
+        for (run, who) in [(one.unwrap(), "user1"), (two.unwrap(), "user2")] {
+            assert_eq!(run.status, 200, "fan-in round {i}: {}", run.response);
+            assert!(people_seen(&run).iter().all(|p| is_person(p, who)), "fan-in round {i}: {who} -> {:?}", people_seen(&run));
+            assert_eq!(done_for(&run), Some(format!("create_pr done for {who} via oncall-agent,investigation-agent")));
+        }
+    }
+
+    // A request's record ends with it: its key, replayed later with no token, finds nothing.
+    let done = oncall_calling(&demo, &victim, "create_pr", &[]).await.unwrap();
+    assert_eq!(done.status, 200);
+    let stale_state = done.identities[0]["tracestate"].as_str().unwrap().to_string();
+    let stale_parent = done.identities[0]["traceparent"].as_str().unwrap().to_string();
+    let h = [("tracestate", stale_state.as_str()), ("traceparent", stale_parent.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call_egress("oncall", "investigation-agent", "/investigate", &h, tools_call("create_pr")).await.unwrap();
+    assert_eq!((status, body["reason"].as_str()), (403, Some("no_subject_token")), "{body}");
+}
+
+/// The same subject from two identity providers is two people, for rules and for revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_of_two_issuers_are_told_apart() {
+    let (demo, _work) = start(Tuning::default()).await;
+    let ours = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let theirs = demo.partner_person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let run = scenario::oncall(&demo, &ours, &[]).await.unwrap();
+    assert_eq!(run.status, 200, "{}", run.response);
+    let hop1 = scenario::claims(&run.tokens[1]);
+    assert_eq!(hop1["sub_id"], serde_json::json!({"format": "iss_sub", "iss": dev::IDP_ISSUER, "sub": "user1"}));
+    // The partner's user1 gets through the chain, as the partner's user1: the create-pr rule
+    // names our user1, so the MCP server refuses.
+    let run = scenario::oncall(&demo, &theirs, &[]).await.unwrap();
+    let seen: Vec<&str> = run.identities.iter().filter_map(|i| i["x-actorchain-sub-issuer"].as_str()).collect();
+    assert_eq!(seen, [dev::PARTNER_ISSUER, dev::PARTNER_ISSUER], "{}", run.response);
+    assert_eq!(scenario::claims(&run.tokens[1])["sub_id"]["iss"], dev::PARTNER_ISSUER);
+    assert_eq!((run.status, refusal_reason(&run.response).as_str()), (403, "originator_not_allowed"), "{}", run.response);
+
+    // Revoking the partner's user1 leaves ours alone.
+    demo.revoke_person(dev::PARTNER_ISSUER, "user1").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let run = scenario::oncall(&demo, &theirs, &[]).await.unwrap();
+        if refusal_reason(&run.response) == "person_revoked" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the partner's user1 still not refused as revoked: {}", run.response);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(scenario::oncall(&demo, &ours, &[]).await.unwrap().status, 200, "our user1 is another person");
+    // A person is named by issuer and subject: a bare subject is refused.
+    assert!(demo.revoke("person", "user1").await.unwrap_err().contains("issuer"));
+}
+
+/// A token stolen from the MCP server, presented at an ingress that does not demand a client
+/// certificate (as Istio's PERMISSIVE mode allows): refused as `sender_unauthenticated`.
+async fn stolen_token_without_a_certificate(ingress: Ingress, tls: bool) {
+    let (demo, _work) = start(Tuning { ingress, ..Tuning::default() }).await;
+    let person = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    // The legitimate hop-2 token, minted for the investigation workload (straight at the STS).
+    let hop1 = demo
+        .exchange(
+            "oncall",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", &person),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", "investigation-agent"),
+                ("client_id", "oncall-agent"),
+            ],
+        )
+        .await
+        .unwrap();
+    let hop1: Value = serde_json::from_str(&hop1.body).unwrap();
+    let hop1 = hop1["access_token"].as_str().unwrap().to_string();
+    let hop2 = demo
+        .exchange(
+            "investigation",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", &hop1),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", "mcp-gateway"),
+                ("client_id", "investigation-agent"),
+            ],
+        )
+        .await
+        .unwrap();
+    let hop2: Value = serde_json::from_str(&hop2.body).unwrap();
+    let stolen = format!("Bearer {}", hop2["access_token"].as_str().unwrap());
+    let h = [("authorization", stolen.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call_anonymous("mcp-server", tls, "/mcp", &h, tools_call("create_pr")).await.unwrap();
+    assert_eq!((status, body["reason"].as_str()), (401, Some("sender_unauthenticated")), "{body}");
+    // A person's own token from an anonymous peer: the same.
+    let p = format!("Bearer {person}");
+    let h = [("authorization", p.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call_anonymous("oncall", tls, "/investigate", &h, tools_call("create_pr")).await.unwrap();
+    assert_eq!((status, body["reason"].as_str()), (401, Some("sender_unauthenticated")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_without_a_client_certificate_a_stolen_token_is_refused() {
+    stolen_token_without_a_certificate(Ingress::TlsClientCertOptional, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_plaintext_a_stolen_token_is_refused() {
+    stolen_token_without_a_certificate(Ingress::Plaintext, false).await;
+}
+
+/// `sender_binding: "when_present"` is the documented weaker mode: over plaintext nothing is
+/// compared, so the whole chain runs, and so would a stolen token; a certificate that is present
+/// is still compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_present_lets_unauthenticated_peers_through_as_documented() {
+    let (demo, _work) = start(Tuning { ingress: Ingress::Plaintext, sender_binding: Some("when_present"), ..Tuning::default() }).await;
+    let person = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let p = format!("Bearer {person}");
+    let h = [("authorization", p.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call_anonymous("oncall", false, "/investigate", &h, tools_call("create_pr")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let run = Run::from_response(status, body);
+    let stolen = format!("Bearer {}", run.tokens[2]);
+    let h = [("authorization", stolen.as_str()), ("content-type", "application/json")];
+    assert_eq!(demo.call_anonymous("mcp-server", false, "/mcp", &h, tools_call("create_pr")).await.unwrap().0, 200);
+}
