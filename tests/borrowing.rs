@@ -164,42 +164,29 @@ async fn people_of_two_issuers_are_told_apart() {
     assert!(demo.revoke("person", "user1").await.unwrap_err().contains("issuer"));
 }
 
+/// `subject` exchanged at the STS by `agent` on `workload`, for `audience`.
+async fn exchanged(demo: &Demo, workload: &str, agent: &str, subject: &str, audience: &str) -> String {
+    let params = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", subject),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("audience", audience),
+        ("client_id", agent),
+    ];
+    let reply = demo.exchange(workload, &params).await.unwrap();
+    let v: Value = serde_json::from_str(&reply.body).unwrap();
+    v["access_token"].as_str().unwrap_or_else(|| panic!("not granted: {}", reply.body)).to_string()
+}
+
 /// A token stolen from the MCP server, presented at an ingress that does not demand a client
 /// certificate (as Istio's PERMISSIVE mode allows): refused as `sender_unauthenticated`.
 async fn stolen_token_without_a_certificate(ingress: Ingress, tls: bool) {
     let (demo, _work) = start(Tuning { ingress, ..Tuning::default() }).await;
     let person = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
     // The legitimate hop-2 token, minted for the investigation workload (straight at the STS).
-    let hop1 = demo
-        .exchange(
-            "oncall",
-            &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-                ("subject_token", &person),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-                ("audience", "investigation-agent"),
-                ("client_id", "oncall-agent"),
-            ],
-        )
-        .await
-        .unwrap();
-    let hop1: Value = serde_json::from_str(&hop1.body).unwrap();
-    let hop1 = hop1["access_token"].as_str().unwrap().to_string();
-    let hop2 = demo
-        .exchange(
-            "investigation",
-            &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-                ("subject_token", &hop1),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-                ("audience", "mcp-gateway"),
-                ("client_id", "investigation-agent"),
-            ],
-        )
-        .await
-        .unwrap();
-    let hop2: Value = serde_json::from_str(&hop2.body).unwrap();
-    let stolen = format!("Bearer {}", hop2["access_token"].as_str().unwrap());
+    let hop1 = exchanged(&demo, "oncall", "oncall-agent", &person, "investigation-agent").await;
+    let hop2 = exchanged(&demo, "investigation", "investigation-agent", &hop1, "mcp-gateway").await;
+    let stolen = format!("Bearer {hop2}");
     let h = [("authorization", stolen.as_str()), ("content-type", "application/json")];
     let (status, body) = demo.call_anonymous("mcp-server", tls, "/mcp", &h, tools_call("create_pr")).await.unwrap();
     assert_eq!((status, body["reason"].as_str()), (401, Some("sender_unauthenticated")), "{body}");

@@ -183,7 +183,7 @@ async fn revocation_reaches_a_running_workflow_within_two_seconds() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         tree = demo.ledger_tree(&sid_a).await.unwrap();
     }
-    assert!(tree.contains("user1 -> oncall-agent => investigation-agent  granted"), "{tree}");
+    assert!(tree.contains("user1 (https://idp.actorchain.dev) -> oncall-agent => investigation-agent  granted"), "{tree}");
     assert!(tree.contains("refused (session_revoked)"), "{tree}");
 
     // The person: both of user1's sessions, not user2's.

@@ -226,13 +226,15 @@ pub fn rfc3339(ts: u64) -> String {
 
 /// The delegation tree of a session as text, one decision a line, children indented under the
 /// token they were exchanged from:
-/// `user1 → oncall-agent → investigation-agent ⇒ mcp-gateway  granted  12:00:01  exp 12:02:01`.
+/// `user1 (https://idp) → oncall-agent → investigation-agent ⇒ mcp-gateway  granted  12:00:01  exp 12:02:01`.
 pub fn session_tree(rows: &[Row]) -> String {
     let recs: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
     let mut out = String::new();
     fn walk(recs: &[serde_json::Value], parent: Option<&str>, depth: usize, out: &mut String) {
         for r in recs.iter().filter(|r| r["parent_jti"].as_str() == parent) {
-            let mut path = vec![r["sub"].as_str().unwrap_or("?").to_string()];
+            // The person as their issuer names them: two IdPs' `user1` are two people.
+            let sub = r["sub"].as_str().unwrap_or("?");
+            let mut path = vec![r["sub_iss"].as_str().map_or_else(|| sub.to_string(), |iss| format!("{sub} ({iss})"))];
             path.extend(r["chain"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
             let line = format!(
                 "{}{} => {}  {} ({})  at {}  exp {}  scope [{}]\n",

@@ -366,6 +366,8 @@ async fn an_agent_registered_for_it_acts_as_itself_with_client_credentials() {
         (Some("monitoring-agent"), Some("monitoring-agent"), Some("metrics:read"))
     );
     assert_eq!(c["act"], json!({"sub": "monitoring-agent", "spiffe_id": "spiffe://actorchain.dev/workload/monitoring"}));
+    // Vouched for by the STS itself: never mistaken for a person some IdP calls `monitoring-agent`.
+    assert_eq!(c["sub_id"], json!({"format": "iss_sub", "iss": actorchain_sts::dev::STS_ISSUER, "sub": "monitoring-agent"}));
     // Scope beyond its registration is refused, and agents not registered for it may not.
     let wide = [
         ("grant_type", "client_credentials"),

@@ -135,9 +135,19 @@ async fn the_ledger_records_every_decision_and_names_an_edited_row() {
     let (ok, tree) = ledger_cli(&sts, &["tree", "--sid", &sid]);
     assert!(ok, "{tree}");
     let lines: Vec<&str> = tree.lines().collect();
-    assert!(lines[0].starts_with("user1 -> oncall-agent => investigation-agent  granted"), "{tree}");
-    assert!(lines.iter().any(|l| l.starts_with("  user1 -> oncall-agent -> investigation-agent => mcp-gateway  granted")), "{tree}");
-    assert!(lines.iter().any(|l| l.starts_with("user1 -> oncall-agent => mcp-gateway  refused (audience_not_allowed)")), "{tree}");
+    assert!(lines[0].starts_with("user1 (https://idp.actorchain.dev) -> oncall-agent => investigation-agent  granted"), "{tree}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  user1 (https://idp.actorchain.dev) -> oncall-agent -> investigation-agent => mcp-gateway  granted")),
+        "{tree}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("user1 (https://idp.actorchain.dev) -> oncall-agent => mcp-gateway  refused (audience_not_allowed)")),
+        "{tree}"
+    );
     let (_, by_agent) = ledger_cli(&sts, &["query", "--agent", "investigation-agent"]);
     assert_eq!(by_agent.lines().count(), 1);
 

@@ -127,7 +127,10 @@ impl RevocationSet {
             return Some(RevocationKind::Session);
         }
         // Person revocations are rare: the issuer-qualified handle is built only when there are some.
-        if !self.of(RevocationKind::Person).is_empty() && self.contains(RevocationKind::Person, &person_handle(h.sub_iss, h.sub)) {
+        // One recorded before people were named with their issuer (no space in it) still matches
+        // that subject from any issuer: an upgrade never lifts a revocation.
+        let people = self.of(RevocationKind::Person);
+        if !people.is_empty() && (people.contains(h.sub) || people.contains(&person_handle(h.sub_iss, h.sub))) {
             return Some(RevocationKind::Person);
         }
         h.agents.clone().any(|a| self.contains(RevocationKind::Agent, a)).then_some(RevocationKind::Agent)
@@ -156,9 +159,12 @@ mod tests {
         }
         // The same subject from another issuer is another person.
         set.insert(RevocationKind::Person, "https://idp-b user1");
-        set.insert(RevocationKind::Person, "user1");
         set.insert(RevocationKind::Session, "s2");
         set.insert(RevocationKind::Agent, "monitoring-agent");
         assert_eq!(set.matches(&h), None);
+        // A person revocation recorded before issuers were part of a person's name matches the
+        // subject from any issuer.
+        set.insert(RevocationKind::Person, "user1");
+        assert_eq!(set.matches(&h), Some(RevocationKind::Person));
     }
 }
