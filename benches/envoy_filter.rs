@@ -80,8 +80,7 @@ fn jwt_authn(cached: bool) -> Value {
 
 fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16, app_port: u16) -> Value {
     // Plaintext listeners, as for jwt_authn: no peer certificate to bind tokens to, so binding is off.
-    let inbound =
-        json!({"mode": "inbound", "issuer": dev::STS_ISSUER, "audience": "mcp-gateway", "sts": {"cluster": "sts"}, "sender_binding": "off"});
+    let inbound = json!({"mode": "inbound", "issuer": dev::STS_ISSUER, "audience": "mcp-gateway", "sts": {"cluster": "sts"}, "sender_binding": "off"});
     let outbound = json!({"mode": "outbound", "agent": "investigation-agent", "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": {"mcp": "mcp-gateway"}});
     let mut mcp = inbound.clone();
     mcp["mcp"] = json!({"path_prefix": "/mcp"});

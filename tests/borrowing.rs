@@ -130,6 +130,36 @@ async fn a_callers_trace_context_never_carries_another_persons_identity() {
     assert_eq!((status, body["reason"].as_str()), (403, Some("no_subject_token")), "{body}");
 }
 
+/// Apps that propagate only `x-request-id`: with `correlation.x_request_id` the sidecar replaces
+/// the caller's value with the key it minted, so the chain works, a shared or chosen
+/// `x-request-id` borrows nothing, and a finished request's id finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_request_id_carries_only_a_key_the_sidecar_minted() {
+    let tuning =
+        Tuning { correlation_x_request_id: true, app_propagates: Some(actorchain_demo::apps::REQUEST_ID_ONLY), ..Tuning::default() };
+    let (demo, _work) = start(tuning).await;
+    let victim = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let attacker = demo.person_token("user3", "incidents:read repo:write", 600).unwrap();
+    for i in 0..20 {
+        let rid = format!("shared-request-id-{i}");
+        let h = [("x-request-id", rid.as_str())];
+        let (v, a) = tokio::join!(oncall_calling(&demo, &victim, "create_pr", &h), oncall_calling(&demo, &attacker, "create_pr", &h));
+        let (v, a) = (v.unwrap(), a.unwrap());
+        assert_eq!(v.status, 200, "round {i}: {}", v.response);
+        assert!(people_seen(&v).iter().all(|p| is_person(p, "user1")), "round {i}: {:?}", people_seen(&v));
+        assert!(people_seen(&a).iter().all(|p| is_person(p, "user3")), "round {i}: {:?}", people_seen(&a));
+        assert_eq!(refusal_reason(&a.response), "originator_not_allowed", "round {i}: {}", a.response);
+        // Each app saw its sidecar's key, never the caller's request id (nor the previous hop's).
+        assert_ne!(v.identities[0]["x-request-id"].as_str(), Some(rid.as_str()));
+        assert_ne!(v.identities[1]["x-request-id"], v.identities[0]["x-request-id"]);
+    }
+    let done = oncall_calling(&demo, &victim, "create_pr", &[]).await.unwrap();
+    let stale = done.identities[0]["x-request-id"].as_str().unwrap().to_string();
+    let h = [("x-request-id", stale.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call_egress("oncall", "investigation-agent", "/investigate", &h, tools_call("create_pr")).await.unwrap();
+    assert_eq!((status, body["reason"].as_str()), (403, Some("no_subject_token")), "{body}");
+}
+
 /// The same subject from two identity providers is two people, for rules and for revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_of_two_issuers_are_told_apart() {

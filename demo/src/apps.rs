@@ -17,18 +17,22 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Where an agent sends its work: its sidecar's egress listener, and the destination's name.
+/// Where an agent sends its work: its sidecar's egress listener, the destination's name, and
+/// which of the incoming request's headers go along (its trace context; never the token).
 #[derive(Debug, Clone)]
 pub struct Next {
     pub egress: SocketAddr,
     pub authority: String,
     pub path: String,
+    pub propagates: &'static [&'static str],
 }
 
 const SHOWN: [&str; 4] = ["authorization", "traceparent", "tracestate", "x-request-id"];
-/// What an agent propagates to its next hop: the W3C trace context and `x-request-id`, as any
-/// tracing library does, never the token.
-const PROPAGATED: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
+/// What an agent propagates to its next hop by default: the W3C trace context and `x-request-id`,
+/// as tracing libraries do.
+pub const TRACE_CONTEXT: &[&str] = &["traceparent", "tracestate", "x-request-id"];
+/// What an app that knows only request ids propagates.
+pub const REQUEST_ID_ONLY: &[&str] = &["x-request-id"];
 /// The toy MCP server's tools; its sidecar decides who may see and call which.
 pub const TOOLS: [&str; 3] = ["create_pr", "read_metrics", "list_incidents"];
 
@@ -81,7 +85,8 @@ pub async fn http(
 
 async fn agent(name: String, next: Option<Next>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let seen = received(&req);
-    let trace: Vec<(String, String)> = PROPAGATED
+    let propagates = next.as_ref().map_or(&[][..], |n| n.propagates);
+    let trace: Vec<(String, String)> = propagates
         .iter()
         .filter_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string())))
         .collect();

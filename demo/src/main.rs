@@ -198,7 +198,12 @@ async fn main() {
     let result = match Cli::parse().cmd {
         None => local().await,
         Some(Cmd::App { name, listen, mcp, next_egress, next_authority, next_path }) => {
-            let next = next_egress.zip(next_authority).map(|(egress, authority)| Next { egress, authority, path: next_path });
+            let next = next_egress.zip(next_authority).map(|(egress, authority)| Next {
+                egress,
+                authority,
+                path: next_path,
+                propagates: apps::TRACE_CONTEXT,
+            });
             match tokio::net::TcpListener::bind(listen).await {
                 Ok(l) => {
                     apps::serve(l, name, next, mcp).await;

@@ -123,6 +123,11 @@ pub struct Tuning {
     pub ingress: Ingress,
     /// The inbound filters' `sender_binding` (their default when `None`).
     pub sender_binding: Option<&'static str>,
+    /// The agents' inbound filters hand the correlation key over as `x-request-id` too.
+    pub correlation_x_request_id: bool,
+    /// What the toy agents propagate to their next hop (the W3C trace context and `x-request-id`
+    /// when `None`).
+    pub app_propagates: Option<&'static [&'static str]>,
 }
 
 /// What an ingress listener asks of its peers.
@@ -316,6 +321,9 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
     }
     if let Some(mode) = spec.tuning.sender_binding {
         c["sender_binding"] = json!(mode);
+    }
+    if spec.tuning.correlation_x_request_id {
+        c["correlation"] = json!({"x_request_id": true});
     }
     if spec.workload == "mcp-server" {
         // It calls no one: nothing to record for an outbound side.
@@ -598,6 +606,7 @@ impl Demo {
                 egress: w.egress,
                 authority: n.identity.to_string(),
                 path: if n.name == "mcp-server" { "/mcp".into() } else { "/investigate".into() },
+                propagates: demo.tuning.app_propagates.unwrap_or(apps::TRACE_CONTEXT),
             });
             tokio::spawn(apps::serve(listener, w.identity.to_string(), next, w.name == "mcp-server"));
         }
