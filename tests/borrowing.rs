@@ -192,6 +192,12 @@ async fn people_of_two_issuers_are_told_apart() {
     assert_eq!(scenario::oncall(&demo, &ours, &[]).await.unwrap().status, 200, "our user1 is another person");
     // A person is named by issuer and subject: a bare subject is refused.
     assert!(demo.revoke("person", "user1").await.unwrap_err().contains("issuer"));
+    // People's tokens come from the front end only (`presenters`): our user1's token presented by
+    // the monitoring workload is refused.
+    let auth = format!("Bearer {ours}");
+    let h = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let (status, body) = demo.call("oncall", "monitoring", "/investigate", &h, tools_call("create_pr")).await.unwrap();
+    assert_eq!((status, body["reason"].as_str()), (401, Some("sender_mismatch")), "{body}");
 }
 
 /// `subject` exchanged at the STS by `agent` on `workload`, for `audience`.

@@ -314,7 +314,8 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
             .map(|idp| {
                 let file = spec.dev.join(format!("{}-jwks.json", idp.name));
                 let jwks: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap_or_default()).unwrap_or_default();
-                json!({"issuer": idp.issuer, "jwks": jwks})
+                // Only the front end presents people's tokens to the agents.
+                json!({"issuer": idp.issuer, "jwks": jwks, "presenters": [dev::workload_id("frontend")]})
             })
             .collect();
         c["people"] = json!(people);
@@ -678,7 +679,7 @@ impl Demo {
         // Generous: on a loaded 2-core machine, V8 compiling the module for every sidecar of every
         // test running at once can take a while.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.counter(w, "actorchain.jwks.fetch_ok").await == 0 {
+        while self.counter(w, "actorchain.jwks.fetch_ok").await == 0 || !self.judges_tokens(w).await {
             if Instant::now() > deadline || !self.envoy_running(w.name) {
                 let log = std::fs::read_to_string(self.paths.work.join(format!("envoy/{}.log", w.name))).unwrap_or_default();
                 let said: Vec<&str> = log.lines().filter(|l| l.contains("jwks") || l.contains("wasm") || l.contains("error")).collect();
@@ -688,6 +689,18 @@ impl Demo {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// Whether the sidecar's worker judges tokens yet: a garbled one is refused as such (401), not
+    /// answered 503 `keys_not_loaded`. The fetch counter alone can run ahead of the worker: the
+    /// main thread's VM may fetch before the worker's has the keys.
+    async fn judges_tokens(&self, w: &Workload) -> bool {
+        let h = [("authorization", "Bearer readiness-probe")];
+        let answer = match self.tuning.ingress {
+            Ingress::Plaintext => self.call_anonymous(w.name, false, "/", &h, Value::Null).await,
+            _ => self.call(w.name, "frontend", "/", &h, Value::Null).await,
+        };
+        matches!(answer, Ok((401, _)))
     }
 
     /// Whether a workload's Envoy still runs (an exited child stays a zombie until reaped).
