@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use actorchain_token::KeySet;
 use serde::Serialize;
 
 use crate::bearer::bearer;
@@ -19,8 +18,8 @@ use crate::outbound;
 use crate::policy::{authorize_mcp, mcp_rule, McpMethod};
 use crate::reply::{self, LocalReply};
 use crate::revocation_feed::Revocations;
+use crate::root::Jwks;
 use crate::singleflight::Inflight;
-use crate::verified_cache::VerifiedCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -41,53 +40,6 @@ pub fn apply<H: Host>(host: &mut H, verdict: &Verdict) {
     match verdict {
         Verdict::Forward(auth) => host.set_request_header("authorization", Some(auth)),
         Verdict::Refuse(r) => host.send_reply(r),
-    }
-}
-
-/// The verification keys of one worker, and when to fetch them again.
-#[derive(Debug, Default)]
-pub struct Jwks {
-    pub keys: Option<Rc<KeySet>>,
-    /// Shared-data version last adopted, to notice what another worker fetched.
-    pub adopted_cas: Option<u32>,
-    pub fetched_at: u64,
-    pub last_attempt: u64,
-    pub in_flight: bool,
-    /// A token named a `kid` we lack: fetch again soon, rate-limited.
-    pub refetch_wanted: bool,
-    /// Tokens verified under these keys.
-    pub verified: VerifiedCache,
-}
-
-/// Shared-data key of the JWKS document every worker adopts: `"<fetched_at>\n<jwks json>"`.
-pub const JWKS_KEY: &str = "actorchain.jwks";
-
-impl Jwks {
-    /// Whether to start a fetch now. Until keys arrive, retry every second; then refresh on
-    /// schedule, or sooner (bounded by `min_refetch`) after an unknown `kid`.
-    pub fn should_fetch(&self, now: u64, refresh: u64, min_refetch: u64) -> bool {
-        if self.in_flight {
-            return false;
-        }
-        let since_attempt = now.saturating_sub(self.last_attempt);
-        match self.keys {
-            None => since_attempt >= 1,
-            Some(_) => {
-                now.saturating_sub(self.fetched_at) >= refresh && since_attempt >= 1 || self.refetch_wanted && since_attempt >= min_refetch
-            }
-        }
-    }
-
-    /// Adopts a JWKS document. A document that does not parse changes nothing: the old keys stay.
-    pub fn adopt(&mut self, json: &[u8], fetched_at: u64) -> Result<(), actorchain_token::TokenError> {
-        let set = KeySet::from_jwks(json)?;
-        if self.keys.as_deref() != Some(&set) {
-            self.verified.clear();
-        }
-        self.keys = Some(Rc::new(set));
-        self.fetched_at = fetched_at;
-        self.refetch_wanted = false;
-        Ok(())
     }
 }
 
@@ -401,7 +353,7 @@ impl OutboundFilter {
         }
         let (hdrs, body) = outbound::token_request(&cfg.sts, &cfg.agent, &subject, audience, ask.as_ref());
         let hdrs: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        match host.dispatch(&self.cfg.sts, &hdrs, body.as_bytes()) {
+        match host.dispatch(&cfg.sts.cluster, cfg.sts.timeout, &hdrs, Some(body.as_bytes())) {
             Ok(_) => Action::Pause,
             Err(why) => {
                 // Nobody else can be waiting yet: the join and this failure happen in one callback.
@@ -467,5 +419,42 @@ impl OutboundFilter {
             }
         };
         (verdict, waiters)
+    }
+
+    /// The STS's answer to this request's call, as the host addresses it: ends this request and
+    /// every one that waited for the same exchange.
+    pub fn on_callout<H: Host>(&mut self, host: &mut H, body_size: usize) {
+        let status = host.callout_status();
+        // An oversized answer is not read at all: with an empty body it is refused as malformed.
+        let body = if body_size <= outbound::MAX_REPLY_BYTES { host.callout_body(body_size) } else { Vec::new() };
+        let (verdict, waiters) = self.on_sts_reply(host, status, &body);
+        finish(host, &verdict);
+        for w in waiters {
+            // A waiter whose client went away is simply gone.
+            if host.switch_to(w) {
+                finish(host, &verdict);
+            }
+        }
+    }
+
+    /// The request is over. If it was to make an exchange others waited for, it never will:
+    /// they are refused rather than left hanging.
+    pub fn on_done<H: Host>(&mut self, host: &mut H) {
+        let Some(p) = self.pending.take().filter(|p| p.leader) else { return };
+        let verdict =
+            Verdict::Refuse(reply::unavailable("exchange_abandoned", "the exchange this request waited for was abandoned; retry"));
+        for w in self.inflight.borrow_mut().finish(&p.key) {
+            if host.switch_to(w) {
+                apply(host, &verdict);
+            }
+        }
+    }
+}
+
+/// Ends a paused outbound request, the one the host addresses.
+fn finish<H: Host>(host: &mut H, verdict: &Verdict) {
+    apply(host, verdict);
+    if matches!(verdict, Verdict::Forward(_)) {
+        host.resume_request();
     }
 }

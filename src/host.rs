@@ -1,8 +1,9 @@
 //! Everything the filter needs from the proxy, as one small trait. The proxy-wasm glue
 //! implements it; native tests implement it with a fake, since a real host call does not even
-//! link outside Envoy.
+//! link outside Envoy. Calls act on the request (or callout answer) the host currently addresses.
 
-use crate::config::StsConfig;
+use std::time::Duration;
+
 use crate::reply::LocalReply;
 
 /// Envoy's shared data: one key-value store for every worker of the VM.
@@ -17,6 +18,8 @@ pub trait SharedData {
 pub trait Host: SharedData {
     /// Seconds since the epoch.
     fn now(&self) -> u64;
+    /// Milliseconds since the epoch.
+    fn now_ms(&self) -> u64;
     fn request_header(&self, name: &str) -> Option<String>;
     /// All request headers, in order, names lower-case.
     fn request_headers(&self) -> Vec<(String, String)>;
@@ -31,12 +34,24 @@ pub trait Host: SharedData {
     fn response_body(&self, len: usize) -> Vec<u8>;
     /// Replaces the first `len` bytes of the buffered response body with `body`.
     fn set_response_body(&mut self, len: usize, body: &[u8]);
-    /// Starts an HTTP call to the STS cluster; the answer arrives later.
-    fn dispatch(&mut self, sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String>;
+    /// Starts an HTTP call to `cluster`; its answer arrives later under the returned token.
+    fn dispatch(&mut self, cluster: &str, timeout: Duration, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<u32, String>;
+    /// In a callout's answer: its status (`None` when the call failed without a response).
+    fn callout_status(&self) -> Option<u32>;
+    /// In a callout's answer: the first `len` bytes of its body.
+    fn callout_body(&self, len: usize) -> Vec<u8>;
+    /// Addresses another request of this worker (one that waited for a callout); false when it
+    /// is gone (its client went away).
+    fn switch_to(&mut self, context: u32) -> bool;
+    /// Lets the addressed request, paused until now, go on.
+    fn resume_request(&mut self);
     /// Whether audit lines are being recorded at all (Envoy's log level), so a line nobody will
     /// see is not even built.
     fn audit_enabled(&self) -> bool;
     /// One audit line (JSON); never contains a token.
     fn audit(&self, line: &str);
+    /// A warning (JSON): something failed that the filter works around.
+    fn warn(&self, line: &str);
     fn count(&mut self, metric: &str);
+    fn gauge(&mut self, metric: &str, value: u64);
 }

@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod policy;
 pub mod reply;
 pub mod revocation_feed;
+pub mod root;
 pub mod singleflight;
 pub mod slots;
 pub mod verified_cache;

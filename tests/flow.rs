@@ -4,165 +4,16 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use actorchain::config::{Config, InboundConfig, OutboundConfig, SenderBinding, StsConfig};
+mod fake;
+
+use actorchain::config::{Config, InboundConfig, OutboundConfig, SenderBinding};
 use actorchain::correlation::{self, Minter};
-use actorchain::filter::{Action, InboundFilter, Jwks, OutboundFilter, Verdict};
-use actorchain::host::{Host, SharedData};
-use actorchain::reply::LocalReply;
+use actorchain::filter::{Action, InboundFilter, OutboundFilter, Verdict};
+use actorchain::root::Jwks;
 use actorchain::singleflight::Inflight;
 use actorchain::slots::{self, SharedSlots};
-use actorchain_token::{extend_chain, sign_compact, Alg, ChainLimits, Claims, KeySet, PrivateKey, SubjectId, TYP_ACCESS_TOKEN};
-
-const NOW: u64 = 1_800_000_000;
-const ISS: &str = "https://sts.actorchain.dev";
-const IDP: &str = "https://idp.actorchain.dev";
-/// The workload the test tokens' current actor was attested on: their rightful presenter.
-const INVESTIGATION: &str = "spiffe://actorchain.dev/workload/investigation";
-
-/// Envoy's shared data: value and version by key.
-type Shared = HashMap<String, (Vec<u8>, u32)>;
-
-#[derive(Default)]
-struct Fake {
-    headers: Vec<(String, String)>,
-    peer: Option<String>,
-    body: Vec<u8>,
-    response_headers: Vec<(String, String)>,
-    response: Vec<u8>,
-    shared: Rc<RefCell<Shared>>,
-    replies: Vec<LocalReply>,
-    dispatched: Vec<(Vec<(String, String)>, String)>,
-    audits: RefCell<Vec<String>>,
-    counts: Vec<String>,
-    dispatch_fails: bool,
-}
-
-impl Fake {
-    /// A request over mTLS from the workload the test tokens were issued to.
-    fn with(headers: &[(&str, &str)], shared: &Rc<RefCell<Shared>>) -> Fake {
-        Fake {
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            peer: Some(INVESTIGATION.into()),
-            shared: shared.clone(),
-            ..Default::default()
-        }
-    }
-    fn header(&self, n: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
-    }
-}
-
-impl SharedData for Fake {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.shared.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()).filter(|v| !v.is_empty()), Some(*cas)),
-            None => (None, None),
-        }
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut map = self.shared.borrow_mut();
-        let version = map.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != version {
-            return false;
-        }
-        map.insert(key.to_string(), (value.to_vec(), version.unwrap_or(0) + 1));
-        true
-    }
-}
-
-impl Host for Fake {
-    fn now(&self) -> u64 {
-        NOW
-    }
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.header(name).map(String::from)
-    }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
-    }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.headers.retain(|(k, _)| k != name);
-        if let Some(v) = value {
-            self.headers.push((name.to_string(), v.to_string()));
-        }
-    }
-    fn peer_identity(&self) -> Option<String> {
-        self.peer.clone()
-    }
-    fn request_body(&self, len: usize) -> Vec<u8> {
-        self.body[..len.min(self.body.len())].to_vec()
-    }
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        self.response_headers.retain(|(k, _)| k != name);
-        if let Some(v) = value {
-            self.response_headers.push((name.to_string(), v.to_string()));
-        }
-    }
-    fn response_body(&self, len: usize) -> Vec<u8> {
-        self.response[..len.min(self.response.len())].to_vec()
-    }
-    fn set_response_body(&mut self, len: usize, body: &[u8]) {
-        self.response.splice(..len.min(self.response.len()), body.iter().copied());
-    }
-    fn send_reply(&mut self, reply: &LocalReply) {
-        self.replies.push(reply.clone());
-    }
-    fn dispatch(&mut self, _sts: &StsConfig, headers: &[(&str, &str)], body: &[u8]) -> Result<u32, String> {
-        if self.dispatch_fails {
-            return Err("no healthy upstream".into());
-        }
-        self.dispatched
-            .push((headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), String::from_utf8(body.to_vec()).unwrap()));
-        Ok(self.dispatched.len() as u32)
-    }
-    fn audit_enabled(&self) -> bool {
-        true
-    }
-    fn audit(&self, line: &str) {
-        assert!(!line.contains("eyJ"), "a token reached the audit log: {line}");
-        self.audits.borrow_mut().push(line.to_string());
-    }
-    fn count(&mut self, metric: &str) {
-        self.counts.push(metric.to_string());
-    }
-}
-
-fn key() -> PrivateKey {
-    PrivateKey::from_secret_bytes(Alg::EdDsa, &[11; 32]).unwrap()
-}
-
-fn keyset() -> KeySet {
-    let mut s = KeySet::default();
-    s.insert("k1".into(), key().public()).unwrap();
-    s
-}
-
-fn token(aud: &str, scope: &str, exp: u64) -> String {
-    let l = ChainLimits::default();
-    let a = extend_chain(None, "oncall-agent", "spiffe://actorchain.dev/workload/oncall", l).unwrap();
-    let act = extend_chain(Some(&a), "investigation-agent", INVESTIGATION, l).unwrap();
-    let c = Claims {
-        iss: ISS.into(),
-        sub: "user1".into(),
-        sub_id: SubjectId::new(IDP, "user1"),
-        aud: aud.into(),
-        client_id: "investigation-agent".into(),
-        act,
-        scope: scope.into(),
-        iat: exp.min(NOW) - 5,
-        nbf: exp.min(NOW) - 5,
-        exp,
-        jti: "jti-1".into(),
-        sid: "sid-1".into(),
-        ext: Default::default(),
-    };
-    sign_compact(&c, &key(), "k1", Some(TYP_ACCESS_TOKEN))
-}
-
-/// The STS's RFC 8693 answer carrying `token`.
-fn sts_reply(token: &str) -> Vec<u8> {
-    serde_json::json!({"access_token": token, "expires_in": 120, "token_type": "Bearer"}).to_string().into_bytes()
-}
+use actorchain_token::{sign_compact, Alg, KeySet, PrivateKey};
+use fake::*;
 
 fn inbound_cfg() -> InboundConfig {
     let j = r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts"},
@@ -373,7 +224,8 @@ fn outbound_exchanges_once_caches_and_shares_the_answer() {
     let mut h1 = Fake::with(&req, &shared);
     assert_eq!(leader.on_request_headers(&mut h1), Action::Pause);
     assert_eq!(h1.dispatched.len(), 1);
-    let (hdrs, body) = &h1.dispatched[0];
+    let (cluster, hdrs, body) = &h1.dispatched[0];
+    assert_eq!(cluster, "sts");
     assert!(hdrs.contains(&(":path".into(), "/token".into())));
     let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     assert_eq!(form["audience"], "mcp-gateway");
@@ -450,7 +302,7 @@ fn exchanged_subject(headers: &[(&str, &str)], shared: &Rc<RefCell<Shared>>) -> 
     let mut h = Fake::with(headers, shared);
     outbound(&Rc::default(), 1).on_request_headers(&mut h);
     match (h.dispatched.first(), h.replies.first()) {
-        (Some((_, body)), _) => {
+        (Some((_, _, body)), _) => {
             let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
             Ok(form["subject_token"].clone())
         }
@@ -538,7 +390,7 @@ fn a_destination_gets_at_most_its_scope() {
         h
     };
     let h = call("incidents:read repo:read repo:write");
-    let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
+    let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].2.as_bytes()).into_owned().collect();
     assert_eq!(form["scope"], "repo:write");
     let h = call("incidents:read");
     assert_eq!((h.replies[0].status, h.replies[0].reason), (403, "scope_unavailable"));
@@ -552,7 +404,7 @@ fn outbound_lets_a_scheduled_agent_act_as_itself_when_configured() {
     let mut f = OutboundFilter { cfg: Rc::new(cfg), revoked: Rc::default(), inflight, context_id: 1, pending: None };
     let mut h = Fake::with(&[(":authority", "mcp")], &shared);
     assert_eq!(f.on_request_headers(&mut h), Action::Pause);
-    let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].1.as_bytes()).into_owned().collect();
+    let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].2.as_bytes()).into_owned().collect();
     assert_eq!(form["grant_type"], "client_credentials");
     assert!(!form.contains_key("subject_token"));
     let minted = token("mcp-gateway", "repo:write", NOW + 60);

@@ -1,0 +1,231 @@
+//! The root context's work, once per worker: fetching the STS's JWKS (inbound) and revocation feed
+//! (both directions) on a timer, adopting what another worker fetched first (shared data), and
+//! reading the answers. One state machine keyed by callout token, talking to the proxy only
+//! through `Host`, so it runs the same in Envoy and in native tests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actorchain_token::{KeySet, RevocationFeed, MAX_JWKS_BYTES};
+use serde_json::json;
+
+use crate::cache;
+use crate::config::StsConfig;
+use crate::host::Host;
+use crate::revocation_feed::{self, Revocations};
+use crate::verified_cache::VerifiedCache;
+
+/// The verification keys of one worker, and when to fetch them again.
+#[derive(Debug, Default)]
+pub struct Jwks {
+    pub keys: Option<Rc<KeySet>>,
+    /// Shared-data version last adopted, to notice what another worker fetched.
+    pub adopted_cas: Option<u32>,
+    pub fetched_at: u64,
+    pub last_attempt: u64,
+    pub in_flight: bool,
+    /// A token named a `kid` we lack: fetch again soon, rate-limited.
+    pub refetch_wanted: bool,
+    /// Tokens verified under these keys.
+    pub verified: VerifiedCache,
+}
+
+/// Shared-data key of the JWKS document every worker adopts: `"<fetched_at>\n<jwks json>"`.
+pub const JWKS_KEY: &str = "actorchain.jwks";
+
+impl Jwks {
+    /// Whether to start a fetch now. Until keys arrive, retry every second; then refresh on
+    /// schedule, or sooner (bounded by `min_refetch`) after an unknown `kid`.
+    pub fn should_fetch(&self, now: u64, refresh: u64, min_refetch: u64) -> bool {
+        if self.in_flight {
+            return false;
+        }
+        let since_attempt = now.saturating_sub(self.last_attempt);
+        match self.keys {
+            None => since_attempt >= 1,
+            Some(_) => {
+                now.saturating_sub(self.fetched_at) >= refresh && since_attempt >= 1 || self.refetch_wanted && since_attempt >= min_refetch
+            }
+        }
+    }
+
+    /// Adopts a JWKS document. A document that does not parse changes nothing: the old keys stay.
+    pub fn adopt(&mut self, json: &[u8], fetched_at: u64) -> Result<(), actorchain_token::TokenError> {
+        let set = KeySet::from_jwks(json)?;
+        if self.keys.as_deref() != Some(&set) {
+            self.verified.clear();
+        }
+        self.keys = Some(Rc::new(set));
+        self.fetched_at = fetched_at;
+        self.refetch_wanted = false;
+        Ok(())
+    }
+}
+
+/// Largest revocation feed read in one answer.
+const MAX_FEED_BYTES: usize = 1 << 20;
+
+/// What a callout in flight was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    Jwks,
+    Revocations,
+}
+
+/// How often the keys are fetched: on schedule, and sooner (rate-limited) after an unknown `kid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksSchedule {
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+}
+
+pub struct Root {
+    sts: StsConfig,
+    /// Inbound roots verify tokens, so they keep keys; outbound ones do not.
+    jwks_schedule: Option<JwksSchedule>,
+    pub jwks: Rc<RefCell<Jwks>>,
+    pub revoked: Rc<RefCell<Revocations>>,
+    pending: HashMap<u32, Fetch>,
+}
+
+impl Root {
+    pub fn new(sts: StsConfig, jwks_schedule: Option<JwksSchedule>, jwks: Jwks) -> Root {
+        Root { sts, jwks_schedule, jwks: Rc::new(RefCell::new(jwks)), revoked: Rc::default(), pending: HashMap::new() }
+    }
+
+    /// Calls `path` on the STS; the token its answer will come under.
+    fn fetch<H: Host>(&mut self, host: &mut H, what: Fetch, path: &str) -> bool {
+        let headers = [(":method", "GET"), (":path", path), (":authority", self.sts.authority.as_str())];
+        match host.dispatch(&self.sts.cluster, self.sts.timeout, &headers, None) {
+            Ok(token) => {
+                self.pending.insert(token, what);
+                true
+            }
+            Err(e) => {
+                let kind = if what == Fetch::Jwks { "jwks" } else { "revocations" };
+                host.warn(&json!({"kind": kind, "error": e}).to_string());
+                false
+            }
+        }
+    }
+
+    pub fn on_tick<H: Host>(&mut self, host: &mut H) {
+        let now = host.now();
+        self.tick_revocations(host, now);
+        if let Some(schedule) = self.jwks_schedule {
+            self.tick_jwks(host, now, schedule);
+        }
+    }
+
+    fn tick_revocations<H: Host>(&mut self, host: &mut H, now: u64) {
+        if let (Some(data), cas) = host.shared_get(revocation_feed::SHARED_KEY) {
+            let mut r = self.revoked.borrow_mut();
+            if cas.is_some() && cas != r.adopted_cas && r.adopt(&data, now) {
+                r.adopted_cas = cas;
+            }
+        }
+        let now_ms = host.now_ms();
+        let path = {
+            let mut r = self.revoked.borrow_mut();
+            r.prune(now);
+            host.gauge("actorchain.revocations.entries", r.len() as u64);
+            if r.fetched_at > 0 {
+                host.gauge("actorchain.revocations.lag_seconds", now.saturating_sub(r.fetched_at));
+            }
+            if !r.should_fetch(now_ms, self.sts.revocation_refresh.as_millis() as u64) {
+                return;
+            }
+            r.last_attempt_ms = now_ms;
+            format!("{}?since={}", self.sts.revocations_path, r.cursor)
+        };
+        let started = self.fetch(host, Fetch::Revocations, &path);
+        self.revoked.borrow_mut().in_flight = started;
+    }
+
+    fn tick_jwks<H: Host>(&mut self, host: &mut H, now: u64, schedule: JwksSchedule) {
+        // Takes up a JWKS another worker fetched, if there is a newer one.
+        if let (Some(data), cas) = host.shared_get(JWKS_KEY) {
+            let mut jwks = self.jwks.borrow_mut();
+            if cas.is_some() && cas != jwks.adopted_cas {
+                if let Some((fetched_at, doc)) = cache::unstamp(&data) {
+                    if jwks.adopt(doc.as_bytes(), fetched_at).is_ok() {
+                        jwks.adopted_cas = cas;
+                    }
+                }
+            }
+        }
+        let (fetched_at, due) = {
+            let j = self.jwks.borrow();
+            (j.fetched_at, j.should_fetch(now, schedule.refresh.as_secs(), schedule.min_refetch.as_secs()))
+        };
+        if fetched_at > 0 {
+            host.gauge("actorchain.jwks.age_seconds", now.saturating_sub(fetched_at));
+        }
+        if due {
+            self.jwks.borrow_mut().last_attempt = now;
+            let path = self.sts.jwks_path.clone();
+            let started = self.fetch(host, Fetch::Jwks, &path);
+            self.jwks.borrow_mut().in_flight = started;
+        }
+    }
+
+    /// The answer to callout `token`, if it is one of ours (the host addresses it). A failed or
+    /// garbled fetch keeps what this worker had.
+    pub fn on_callout<H: Host>(&mut self, host: &mut H, token: u32, body_size: usize) -> bool {
+        let Some(what) = self.pending.remove(&token) else { return false };
+        let now = host.now();
+        let status = host.callout_status();
+        let limit = if what == Fetch::Jwks { MAX_JWKS_BYTES } else { MAX_FEED_BYTES };
+        let body = if body_size <= limit { host.callout_body(body_size) } else { Vec::new() };
+        match what {
+            Fetch::Jwks => self.on_jwks(host, status, &body, now),
+            Fetch::Revocations => self.on_feed(host, status, &body, now),
+        }
+        true
+    }
+
+    fn on_jwks<H: Host>(&mut self, host: &mut H, status: Option<u32>, body: &[u8], now: u64) {
+        let result = {
+            let mut jwks = self.jwks.borrow_mut();
+            jwks.in_flight = false;
+            match status {
+                Some(200) => jwks.adopt(body, now).map_err(|e| e.reason().to_string()),
+                other => Err(format!("status {}", other.map_or("none".to_string(), |s| s.to_string()))),
+            }
+        };
+        match result {
+            Ok(()) => {
+                host.count("actorchain.jwks.fetch_ok");
+                let doc = cache::stamp(now, std::str::from_utf8(body).unwrap_or_default());
+                host.shared_set(JWKS_KEY, &doc, None);
+                self.jwks.borrow_mut().adopted_cas = host.shared_get(JWKS_KEY).1;
+            }
+            Err(why) => {
+                // Keys we had stay in force; a failed or poisoned fetch never empties them.
+                host.count("actorchain.jwks.fetch_failed");
+                host.warn(&json!({"kind": "jwks", "result": "kept previous keys", "error": why}).to_string());
+            }
+        }
+    }
+
+    fn on_feed<H: Host>(&mut self, host: &mut H, status: Option<u32>, body: &[u8], now: u64) {
+        let feed = (status == Some(200)).then(|| serde_json::from_slice::<RevocationFeed>(body).ok()).flatten();
+        let mut r = self.revoked.borrow_mut();
+        r.in_flight = false;
+        match feed {
+            Some(f) => {
+                r.merge(f, now);
+                host.count("actorchain.revocations.fetch_ok");
+                host.shared_set(revocation_feed::SHARED_KEY, &r.snapshot(), None);
+                r.adopted_cas = host.shared_get(revocation_feed::SHARED_KEY).1;
+            }
+            None => {
+                // What we know stays enforced; the next tick tries again.
+                host.count("actorchain.revocations.fetch_failed");
+                host.warn(&json!({"kind": "revocations", "result": "kept previous", "status": status}).to_string());
+            }
+        }
+    }
+}
