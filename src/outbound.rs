@@ -1,6 +1,7 @@
 //! Outbound decisions: which audience a destination is, which token to exchange, the STS request,
 //! and what the STS's answer means.
 
+use actorchain_token::wire::{ErrorBody, ExchangeRequest, ExchangeResponse};
 use actorchain_token::{Claims, ScopeSet, Unverified, MAX_TOKEN_BYTES};
 use serde::Deserialize;
 
@@ -100,18 +101,11 @@ pub fn token_request(
     audience: &str,
     scope: Option<&ScopeSet>,
 ) -> (Vec<(&'static str, String)>, String) {
-    let mut form = form_urlencoded::Serializer::new(String::with_capacity(subject.cache_input().len() + 256));
-    match subject {
-        Subject::Token(t) => form
-            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
-            .append_pair("subject_token", t)
-            .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-        Subject::Agent => form.append_pair("grant_type", "client_credentials"),
+    let subject = match subject {
+        Subject::Token(t) => Some(t.as_str()),
+        Subject::Agent => None,
     };
-    if let Some(s) = scope {
-        form.append_pair("scope", &s.to_string());
-    }
-    let body = form.append_pair("audience", audience).append_pair("client_id", agent).finish();
+    let body = ExchangeRequest { subject, audience, scope, client_id: agent }.form();
     let headers = vec![
         (":method", "POST".to_string()),
         (":path", sts.token_path.clone()),
@@ -120,21 +114,6 @@ pub fn token_request(
         ("accept", "application/json".to_string()),
     ];
     (headers, body)
-}
-
-#[derive(Deserialize)]
-struct Granted {
-    access_token: String,
-    expires_in: u64,
-}
-
-#[derive(Deserialize)]
-struct Refused {
-    error: String,
-    #[serde(default)]
-    error_description: String,
-    #[serde(default)]
-    actorchain_reason: String,
 }
 
 /// A token the STS issued for this exchange, with its claims (read, not verified: it came from
@@ -153,7 +132,7 @@ pub fn read_reply(status: Option<u32>, body: &[u8], now: u64, audience: &str, ag
     match status {
         None => unavailable("sts_unreachable", "the token service did not answer"),
         Some(200) => {
-            let Ok(g) = serde_json::from_slice::<Granted>(body) else {
+            let Ok(g) = serde_json::from_slice::<ExchangeResponse>(body) else {
                 return unavailable("sts_reply_malformed", "the token service answered with something that is not a token");
             };
             if g.access_token.is_empty() || g.access_token.len() > MAX_TOKEN_BYTES || g.expires_in == 0 || g.expires_in > 86_400 {
@@ -168,7 +147,7 @@ pub fn read_reply(status: Option<u32>, body: &[u8], now: u64, audience: &str, ag
             claims.exp = claims.exp.min(now + g.expires_in);
             Ok(Exchanged { token: g.access_token, claims })
         }
-        Some(s) if (400..500).contains(&s) && s != 429 => match serde_json::from_slice::<Refused>(body) {
+        Some(s) if (400..500).contains(&s) && s != 429 => match serde_json::from_slice::<ErrorBody>(body) {
             Ok(r) => Err(reply::exchange_refused(&r.error, &r.actorchain_reason, &r.error_description)),
             Err(_) => unavailable("sts_reply_malformed", "the token service refused without an error body"),
         },
@@ -222,7 +201,7 @@ mod tests {
         let (h, body) = token_request(&c.sts, &c.agent, &Subject::Token("t.o.k".into()), "investigation-agent", None);
         assert!(h.contains(&(":path", "/token".into())));
         let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
-        assert!(params.contains(&("grant_type".into(), "urn:ietf:params:oauth:grant-type:token-exchange".into())));
+        assert!(params.contains(&("grant_type".into(), actorchain_token::wire::GRANT_TOKEN_EXCHANGE.into())));
         assert!(params.contains(&("client_id".into(), "oncall-agent".into())));
         assert!(params.contains(&("subject_token".into(), "t.o.k".into())));
         let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent", None);
@@ -266,7 +245,14 @@ mod tests {
             ext: Default::default(),
         };
         let t = actorchain_token::sign_compact(&c, &key, "k", Some(actorchain_token::TYP_ACCESS_TOKEN));
-        serde_json::json!({"access_token": t, "expires_in": 60}).to_string().into_bytes()
+        let answer = ExchangeResponse {
+            access_token: t,
+            issued_token_type: actorchain_token::wire::TT_ACCESS_TOKEN.into(),
+            token_type: "Bearer".into(),
+            expires_in: 60,
+            scope: String::new(),
+        };
+        serde_json::to_vec(&answer).unwrap()
     }
 
     #[test]

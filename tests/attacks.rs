@@ -19,8 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+use actorchain_token::wire::{GRANT_TOKEN_EXCHANGE as TOKEN_EXCHANGE, TT_JWT};
 
 /// What a target is expected to answer: an HTTP status and the machine-readable reason.
 #[derive(Clone, Copy)]
@@ -730,7 +729,8 @@ async fn request_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
         form_post(
             "subject-type-saml",
             "`subject_token_type` SAML",
-            replaced("subject_token_type", "urn:ietf:params:oauth:token-type:saml2"),
+            // A token type the contract does not take (SAML 2.0, RFC 8693 §3).
+            replaced("subject_token_type", &TT_JWT.replace(":jwt", ":saml2")),
             Expect(400, "subject_token_type_unsupported"),
         ),
         form_post("audience-two", "two audiences", plus(&[("audience", "oncall-agent")]), Expect(400, "audience_not_single")),

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use actorchain_demo::scenario::{self, deepest, oncall_calling, refusal_reason, tools_call, Run};
 use actorchain_demo::topology::{Demo, Ingress, Paths, Tuning};
 use actorchain_sts::dev;
+use actorchain_token::wire::ExchangeRequest;
 use serde_json::Value;
 
 async fn start(tuning: Tuning) -> (Demo, tempfile::TempDir) {
@@ -202,13 +203,8 @@ async fn people_of_two_issuers_are_told_apart() {
 
 /// `subject` exchanged at the STS by `agent` on `workload`, for `audience`.
 async fn exchanged(demo: &Demo, workload: &str, agent: &str, subject: &str, audience: &str) -> String {
-    let params = [
-        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-        ("subject_token", subject),
-        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-        ("audience", audience),
-        ("client_id", agent),
-    ];
+    let params = ExchangeRequest { subject: Some(subject), audience, scope: None, client_id: agent }.params();
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let reply = demo.exchange(workload, &params).await.unwrap();
     let v: Value = serde_json::from_str(&reply.body).unwrap();
     v["access_token"].as_str().unwrap_or_else(|| panic!("not granted: {}", reply.body)).to_string()

@@ -14,8 +14,7 @@ use actorchain_sts::dev_postgres::DevPostgres;
 use actorchain_token::Jwk;
 use serde_json::{json, Value};
 
-const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+use actorchain_token::wire::{GRANT_TOKEN_EXCHANGE as TOKEN_EXCHANGE, TT_JWT};
 
 /// How long the load runs, when the STS dies, and how long it stays dead.
 const LOAD: Duration = Duration::from_millis(5000);

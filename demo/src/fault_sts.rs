@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actorchain_sts::svid;
+use actorchain_token::wire::{ExchangeResponse, TT_JWT};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -75,7 +76,14 @@ async fn answer(req: &Request<hyper::body::Incoming>, published: &Published, fau
         return Some(reply(404, r#"{"error":"not_found"}"#));
     }
     let issued = |token: &str| {
-        serde_json::json!({"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_type": "Bearer", "expires_in": 60}).to_string()
+        let answer = ExchangeResponse {
+            access_token: token.to_string(),
+            issued_token_type: TT_JWT.to_string(),
+            token_type: "Bearer".to_string(),
+            expires_in: 60,
+            scope: String::new(),
+        };
+        serde_json::to_string(&answer).unwrap_or_default()
     };
     Some(match fault {
         TokenFault::Status(s) => reply(s, ""),

@@ -2,6 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actorchain_token::wire::{param, GRANT_TOKEN_EXCHANGE, TT_JWT};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -116,12 +117,12 @@ pub async fn refusals(demo: &Demo, investigation_token: &str, mcp_token: &str) -
         .exchange(
             "investigation",
             &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-                ("subject_token", investigation_token),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-                ("audience", "mcp-gateway"),
-                ("client_id", "investigation-agent"),
-                ("scope", "repo:write incidents:write"),
+                (param::GRANT_TYPE, GRANT_TOKEN_EXCHANGE),
+                (param::SUBJECT_TOKEN, investigation_token),
+                (param::SUBJECT_TOKEN_TYPE, TT_JWT),
+                (param::AUDIENCE, "mcp-gateway"),
+                (param::CLIENT_ID, "investigation-agent"),
+                (param::SCOPE, "repo:write incidents:write"),
             ],
         )
         .await?;

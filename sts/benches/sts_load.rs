@@ -98,13 +98,15 @@ fn main() {
     let addr = v["token_endpoint"].as_str().unwrap().trim_start_matches("https://").trim_end_matches("/token").parse().unwrap();
 
     let person = dev::person_token(dir.path(), "user1", "oncall-agent", "incidents:read repo:write", 3600, None, unix_now()).unwrap();
-    let body = Arc::new(vec![
-        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_string()),
-        ("subject_token", person),
-        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_string()),
-        ("audience", "investigation-agent".to_string()),
-        ("client_id", "oncall-agent".to_string()),
-    ]);
+    let body = Arc::new(
+        actorchain_token::wire::ExchangeRequest {
+            subject: Some(&person),
+            audience: "investigation-agent",
+            scope: None,
+            client_id: "oncall-agent",
+        }
+        .params(),
+    );
     let bundle = svid::load_certs(&dir.path().join("bundle.pem")).unwrap();
     let identity =
         (svid::load_certs(&dir.path().join("svid/oncall.pem")).unwrap(), svid::load_key(&dir.path().join("svid/oncall-key.pem")).unwrap());

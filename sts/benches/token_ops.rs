@@ -66,15 +66,13 @@ fn main() {
     // The STS's first key signs from the moment it was made, which is later than `now` above.
     let now = unix_now();
     let person = dev::person_token(dir.path(), "user1", "oncall-agent", "incidents:read repo:write", 3600, None, now).unwrap();
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-            ("subject_token", person.as_str()),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("audience", "investigation-agent"),
-            ("client_id", "oncall-agent"),
-        ])
-        .finish();
+    let body = actorchain_token::wire::ExchangeRequest {
+        subject: Some(&person),
+        audience: "investigation-agent",
+        scope: None,
+        client_id: "oncall-agent",
+    }
+    .form();
     let peer = Peer::Workload(dev::workload_id("oncall"));
     // The whole exchange includes waiting for the ledger's durable group commit.
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -1,5 +1,6 @@
 use std::fmt;
 
+use actorchain_token::wire::ErrorBody;
 use actorchain_token::TokenError;
 use serde::Serialize;
 
@@ -66,12 +67,12 @@ impl ExchangeError {
 
     /// The RFC 6749 error body. `actorchain_reason` is the extension member carrying the reason.
     pub fn body(&self) -> String {
-        serde_json::json!({
-            "error": self.code.as_str(),
-            "error_description": self.description,
-            "actorchain_reason": self.reason,
-        })
-        .to_string()
+        let body = ErrorBody {
+            error: self.code.as_str().to_string(),
+            error_description: self.description.clone(),
+            actorchain_reason: self.reason.to_string(),
+        };
+        serde_json::to_string(&body).expect("an error body of strings serializes")
     }
 }
 

@@ -411,7 +411,7 @@ mod tests {
             scope,
             actor_token: None,
             client_id: "child".into(),
-            issued_token_type: crate::form::TT_ACCESS_TOKEN,
+            issued_token_type: actorchain_token::wire::TT_ACCESS_TOKEN,
         }
     }
 

@@ -1,13 +1,7 @@
+use actorchain_token::wire::{param, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, TT_ACCESS_TOKEN, TT_JWT};
 use actorchain_token::ScopeSet;
 
 use crate::error::{ExchangeError, OAuthCode};
-
-pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-/// RFC 6749 §4.4 with mTLS client authentication: an agent acting as itself at the root of a new
-/// chain (scheduled jobs), where no person's or upstream token exists.
-pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
-pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-pub const TT_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Largest `/token` body read; anything larger is refused before parsing.
 pub const MAX_FORM_BYTES: usize = 32 * 1024;
 
@@ -25,16 +19,16 @@ pub struct TokenRequest {
 }
 
 const KNOWN: [&str; 10] = [
-    "grant_type",
-    "subject_token",
-    "subject_token_type",
-    "audience",
-    "resource",
-    "scope",
-    "requested_token_type",
-    "actor_token",
-    "actor_token_type",
-    "client_id",
+    param::GRANT_TYPE,
+    param::SUBJECT_TOKEN,
+    param::SUBJECT_TOKEN_TYPE,
+    param::AUDIENCE,
+    param::RESOURCE,
+    param::SCOPE,
+    param::REQUESTED_TOKEN_TYPE,
+    param::ACTOR_TOKEN,
+    param::ACTOR_TOKEN_TYPE,
+    param::CLIENT_ID,
 ];
 
 fn invalid(reason: &'static str, d: impl Into<String>) -> ExchangeError {
@@ -55,7 +49,7 @@ pub fn parse_token_request(body: &[u8]) -> Result<TokenRequest, ExchangeError> {
             continue;
         }
         // RFC 8693 allows several audiences; refused below with a target error, not as a repeat.
-        let is_target = KNOWN[i] == "audience" || KNOWN[i] == "resource";
+        let is_target = KNOWN[i] == param::AUDIENCE || KNOWN[i] == param::RESOURCE;
         audiences += usize::from(is_target);
         if values[i].replace(v.into_owned()).is_some() && !is_target {
             return Err(invalid("parameter_repeated", format!("parameter {} appears more than once", KNOWN[i])));

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actorchain_token::wire::{ExchangeResponse, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
 use actorchain_token::{sign_compact, KeySet, RevocationEntry, RevocationKind, TimeWindow, TYP_ACCESS_TOKEN};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -24,7 +25,7 @@ use crate::audit::AuditLog;
 use crate::config::{Config, Database};
 use crate::error::{ExchangeError, OAuthCode};
 use crate::exchange::{authenticate, decide, AuditRecord, PersonSource, SvidTrust, Verifiers};
-use crate::form::{parse_token_request, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, MAX_FORM_BYTES};
+use crate::form::{parse_token_request, MAX_FORM_BYTES};
 use crate::https_client::Connection;
 use crate::keys::{generate, FileKeyStore, KeyRing, KeyStore, RotationPolicy};
 use crate::ledger::{session_tree, Filter, Ledger, LedgerStore, SqliteLedger};
@@ -351,14 +352,14 @@ impl Sts {
             .signing(now)
             .ok_or_else(|| ExchangeError::new(OAuthCode::ServerError, "no_signing_key", "the STS has no key that may sign now"))?;
         let token = sign_compact(&grant.claims, key, kid, Some(TYP_ACCESS_TOKEN));
-        Ok(serde_json::json!({
-            "access_token": token,
-            "issued_token_type": req.issued_token_type,
-            "token_type": "Bearer",
-            "expires_in": grant.claims.exp - now,
-            "scope": grant.claims.scope,
-        })
-        .to_string())
+        let answer = ExchangeResponse {
+            access_token: token,
+            issued_token_type: req.issued_token_type.to_string(),
+            token_type: "Bearer".to_string(),
+            expires_in: grant.claims.exp - now,
+            scope: grant.claims.scope,
+        };
+        Ok(serde_json::to_string(&answer).expect("a response of strings and a number serializes"))
     }
 }
 

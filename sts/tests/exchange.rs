@@ -53,7 +53,7 @@ async fn oncall_chain_hop_by_hop() {
     let r1 = exchange(&mut oncall, &person, "investigation-agent", "oncall-agent", &[]).await;
     assert_eq!(r1.cache_control.as_deref(), Some("no-store"));
     let v1 = json(&r1);
-    assert_eq!(v1["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    assert_eq!(v1["issued_token_type"], actorchain_token::wire::TT_ACCESS_TOKEN);
     assert_eq!(v1["token_type"], "Bearer");
     assert!(v1["expires_in"].as_u64().unwrap() <= 300);
     let t1 = access_token(&r1);

@@ -195,5 +195,12 @@ pub fn token(aud: &str, scope: &str, exp: u64) -> String {
 
 /// The STS's RFC 8693 answer carrying `token`.
 pub fn sts_reply(token: &str) -> Vec<u8> {
-    serde_json::json!({"access_token": token, "expires_in": 120, "token_type": "Bearer"}).to_string().into_bytes()
+    let answer = actorchain_token::wire::ExchangeResponse {
+        access_token: token.to_string(),
+        issued_token_type: actorchain_token::wire::TT_ACCESS_TOKEN.into(),
+        token_type: "Bearer".into(),
+        expires_in: 120,
+        scope: String::new(),
+    };
+    serde_json::to_vec(&answer).unwrap()
 }

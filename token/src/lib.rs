@@ -14,6 +14,7 @@ mod person;
 mod revocation;
 mod scope;
 mod time;
+pub mod wire;
 
 pub use alg::{Alg, PrivateKey, PublicKey};
 pub use chain::{check_chain, extend_chain, ChainLimits, DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING};

@@ -13,8 +13,7 @@ use actorchain_sts::dev;
 use actorchain_sts::https_client::{Connection, Reply};
 use actorchain_sts::svid;
 
-pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub use actorchain_token::wire::{GRANT_TOKEN_EXCHANGE as TOKEN_EXCHANGE, TT_JWT};
 
 pub struct Sts {
     /// Shared by replicas of the same trust domain; removed when the last one goes.
