@@ -382,5 +382,6 @@ async fn main() {
             "latency": format!("{RATE} requests/s for {SECONDS} s"),
             "connections": CONNECTIONS, "envoy": "1.40, one worker", "scenarios": results
         }),
-    );
+    )
+    .expect("bench-results is writable");
 }

@@ -20,11 +20,13 @@ pub fn exchange_key(subject: &str, audience: &str, scope: &str) -> String {
     key
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Appends `bytes` as lower-case hex, without an allocation per byte (this is on the request path).
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
     for b in bytes {
-        out.push(char::from_digit((b >> 4) as u32, 16).expect("nibble"));
-        out.push(char::from_digit((b & 15) as u32, 16).expect("nibble"));
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
     }
 }
 

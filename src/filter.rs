@@ -75,7 +75,7 @@ struct AuditLine<'a> {
 impl AuditLine<'_> {
     fn emit<H: Host>(&self, host: &H) {
         if host.audit_enabled() {
-            host.audit(&serde_json::to_string(self).expect("audit line serializes"));
+            host.audit(&actorchain_token::to_json(self));
         }
     }
 }

@@ -53,7 +53,7 @@ impl Revocations {
 
     /// The merged state, for the other workers.
     pub fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&RevocationFeed { cursor: self.cursor, entries: self.entries.clone() }).expect("feed serializes")
+        actorchain_token::to_json_vec(&RevocationFeed { cursor: self.cursor, entries: self.entries.clone() })
     }
 
     /// Adopts another worker's merged state if it is ahead of ours.

@@ -860,7 +860,7 @@ async fn borrowing_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
 /// Tokens naming kids nobody has make the filter refetch the JWKS at most once per
 /// `jwks_min_refetch_seconds` (10 s), not once per token.
 async fn kid_storm_row(demo: &Demo, f: &Forge) -> Row {
-    let w = demo.workload("investigation").clone();
+    let w = demo.workload("investigation").unwrap().clone();
     let fetches = || async { demo.counter(&w, "actorchain.jwks.fetch").await };
     let before = fetches().await;
     assert!(before >= 1, "the JWKS fetch counters exist and counted the first fetch");

@@ -98,7 +98,7 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!((inv["status"].as_u64(), inv["body"]["reason"].as_str()), (Some(403), Some("scope_unavailable")), "{}", run.response);
 
     // The same person token again: both exchanges come from the sidecars' caches.
-    let oncall = demo.workload("oncall").clone();
+    let oncall = demo.workload("oncall").unwrap().clone();
     let hits = demo.counter(&oncall, "actorchain.outbound.cache_hit").await;
     let again = scenario::oncall(&demo, &person, &[]).await.unwrap();
     assert_eq!(again.status, 200);

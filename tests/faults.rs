@@ -309,7 +309,7 @@ async fn a_misbehaving_sts_is_bounded_refused_and_reported() {
     let keys = poisoned["keys"].as_array_mut().unwrap();
     keys.push(serde_json::to_value(Jwk::from_public(&forge.sts_kid, &forge.stranger.public())).unwrap());
     keys.push(serde_json::to_value(Jwk::from_public(stranger_kid, &forge.stranger.public())).unwrap());
-    let investigation = demo.workload("investigation").clone();
+    let investigation = demo.workload("investigation").unwrap().clone();
     let jwks_faults = [
         ("jwks-garbage", "JWKS endpoint answers garbage", "{\"keys\": [".to_string()),
         ("jwks-poisoned", "JWKS adds an attacker's key under the STS's kid and under a new one", poisoned.to_string()),

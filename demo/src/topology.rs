@@ -505,7 +505,10 @@ pub fn start_sts(paths: &Paths, config: &Path, log: &Path, listen: SocketAddr) -
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("{}: {e}", paths.sts_bin.display()))?;
-    let stdout = child.stdout.take().expect("piped");
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err("the STS's output was not captured".into());
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let log = log.to_path_buf();
     // The STS's decision log goes to a file the demo can show; the first line says where it listens.
@@ -714,8 +717,8 @@ impl Demo {
         self.envoys.iter().find(|(n, _)| *n == name).map(|(_, c)| c.id())
     }
 
-    pub fn workload(&self, name: &str) -> &Workload {
-        self.workloads.iter().find(|w| w.name == name).expect("a demo workload")
+    pub fn workload(&self, name: &str) -> Result<&Workload, String> {
+        self.workloads.iter().find(|w| w.name == name).ok_or_else(|| format!("no workload {name} in the demo"))
     }
 
     /// Client TLS presenting `as_workload`'s X.509-SVID, or no certificate at all.
@@ -734,7 +737,7 @@ impl Demo {
     /// A keep-alive connection to `to`'s ingress over mTLS, presenting `as_workload`'s SVID.
     pub async fn ingress(&self, to: &str, as_workload: &str) -> Result<Connection, String> {
         let server_name = format!("{to}.{}", dev::TRUST_DOMAIN);
-        Connection::connect(self.workload(to).ingress, &server_name, self.tls(Some(as_workload))?).await
+        Connection::connect(self.workload(to)?.ingress, &server_name, self.tls(Some(as_workload))?).await
     }
 
     /// A keep-alive connection to the STS, presenting `as_workload`'s SVID or no certificate.
@@ -770,13 +773,13 @@ impl Demo {
         let body = body.to_string().into_bytes();
         let (status, b) = if tls {
             let server_name = format!("{to}.{}", dev::TRUST_DOMAIN);
-            let r = Connection::connect(self.workload(to).ingress, &server_name, self.tls(None)?)
+            let r = Connection::connect(self.workload(to)?.ingress, &server_name, self.tls(None)?)
                 .await?
                 .request("POST", path, headers, body)
                 .await?;
             (r.status, r.body.into_bytes().into())
         } else {
-            apps::http(self.workload(to).ingress, "POST", to, path, headers, body).await?
+            apps::http(self.workload(to)?.ingress, "POST", to, path, headers, body).await?
         };
         Ok((status, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))))
     }
@@ -798,7 +801,7 @@ impl Demo {
         body: Value,
     ) -> Result<HeldCall, String> {
         use http_body_util::BodyExt;
-        let w = self.workload(to).clone();
+        let w = self.workload(to)?.clone();
         let before = self.judged(&w).await;
         let tcp = tokio::net::TcpStream::connect(w.ingress).await.map_err(|e| e.to_string())?;
         let name = rustls::pki_types::ServerName::try_from(format!("{to}.{}", dev::TRUST_DOMAIN)).map_err(|e| e.to_string())?;
@@ -837,7 +840,7 @@ impl Demo {
         headers: &[(&str, &str)],
         body: Value,
     ) -> Result<(u16, Value), String> {
-        let (status, b) = apps::http(self.workload(from).egress, "POST", authority, path, headers, body.to_string().into_bytes()).await?;
+        let (status, b) = apps::http(self.workload(from)?.egress, "POST", authority, path, headers, body.to_string().into_bytes()).await?;
         Ok((status, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))))
     }
 

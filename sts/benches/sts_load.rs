@@ -138,5 +138,5 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     println!("{}", serde_json::to_string_pretty(&results).unwrap());
-    bench_report::write("sts_load", results);
+    bench_report::write("sts_load", results).expect("bench-results is writable");
 }

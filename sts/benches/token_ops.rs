@@ -95,5 +95,5 @@ fn main() {
             }),
         );
     }
-    bench_report::write("token_ops", serde_json::Value::Object(results));
+    bench_report::write("token_ops", serde_json::Value::Object(results)).expect("bench-results is writable");
 }

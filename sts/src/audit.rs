@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::sync::Locked;
+
 #[derive(Serialize)]
 struct Line<'a, T: Serialize> {
     kind: &'a str,
@@ -30,10 +32,10 @@ impl AuditLog {
     }
 
     pub fn emit<T: Serialize>(&self, kind: &str, body: &T) {
-        let mut line = serde_json::to_vec(&Line { kind, body }).expect("event line serializes");
+        let mut line = actorchain_token::to_json_vec(&Line { kind, body });
         line.push(b'\n');
         // One write per line, under the lock, keeps lines whole when several threads log at once.
-        let mut out = self.out.lock().expect("audit lock");
+        let mut out = self.out.locked();
         let _ = out.write_all(&line).and_then(|_| out.flush());
     }
 }

@@ -5,21 +5,22 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-pub fn results_dir() -> PathBuf {
+pub fn results_dir() -> std::io::Result<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
-    std::fs::create_dir_all(&dir).expect("bench-results is writable");
-    dir
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Writes `bench-results/<name>.json` with the results and what they were measured on.
-pub fn write(name: &str, results: Value) {
+pub fn write(name: &str, results: Value) -> std::io::Result<()> {
     let doc = json!({
         "benchmark": name,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "measured_at_unix": crate::server::unix_now(),
         "results": results,
     });
-    let path = results_dir().join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("serializes")).expect("write results");
+    let path = results_dir()?.join(format!("{name}.json"));
+    std::fs::write(&path, actorchain_token::to_json_pretty(&doc))?;
     println!("wrote {}", path.display());
+    Ok(())
 }

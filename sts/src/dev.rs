@@ -261,7 +261,5 @@ pub fn jwt_svid(dir: &Path, workload: &str, aud: &str, ttl: u64, now: u64) -> Re
 }
 
 fn random_id() -> String {
-    let mut b = [0u8; 12];
-    getrandom::getrandom(&mut b).expect("OS random source");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::keys::random::<12>().iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -72,7 +72,7 @@ impl ExchangeError {
             error_description: self.description.clone(),
             actorchain_reason: self.reason.to_string(),
         };
-        serde_json::to_string(&body).expect("an error body of strings serializes")
+        actorchain_token::to_json(&body)
     }
 }
 

@@ -70,11 +70,21 @@ pub fn kid_for(key: &PrivateKey) -> String {
     B64.encode(&Sha256::digest(material.as_bytes())[..12])
 }
 
+/// `N` bytes from the OS's CSPRNG, for keys and unguessable ids.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    #[allow(
+        clippy::expect_used,
+        reason = "the OS CSPRNG does not fail once the kernel has seeded it; nothing safe can be minted without it"
+    )]
+    getrandom::getrandom(&mut b).expect("the OS random source");
+    b
+}
+
 /// A fresh key from the OS random source.
 pub fn generate(alg: Alg) -> PrivateKey {
     loop {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).expect("OS random source");
+        let seed = random::<32>();
         // A P-256 scalar outside [1, n-1] is astronomically rare; draw again.
         if let Ok(k) = PrivateKey::from_secret_bytes(alg, &seed) {
             return k;
@@ -99,7 +109,7 @@ impl StoredKey {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), KeyError> {
-        write_secret(path, &serde_json::to_string_pretty(self).expect("serializes"))
+        write_secret(path, &actorchain_token::to_json_pretty(self))
     }
 }
 
@@ -178,7 +188,7 @@ impl KeyRing {
         let file = KeyFile {
             keys: self.keys.iter().map(|k| StoredKey { retire_at: k.retire_at, ..StoredKey::new(&k.key, k.sign_from) }).collect(),
         };
-        serde_json::to_string_pretty(&file).expect("serializes")
+        actorchain_token::to_json_pretty(&file)
     }
 
     pub fn load(path: &Path) -> Result<Option<KeyRing>, KeyError> {
@@ -238,7 +248,8 @@ impl KeyRing {
     pub fn published(&self) -> KeySet {
         let mut set = KeySet::default();
         for k in &self.keys {
-            set.insert(k.kid.clone(), k.key.public()).expect("kids are thumbprints and unique");
+            // A kid is the key's thumbprint: one refused as a duplicate is the same key again.
+            let _ = set.insert(k.kid.clone(), k.key.public());
         }
         set
     }

@@ -56,7 +56,7 @@ pub fn link(head: Option<(u64, String)>, records: &[AuditRecord]) -> Vec<Row> {
         .iter()
         .map(|rec| {
             seq += 1;
-            let body = serde_json::to_string(rec).expect("record serializes");
+            let body = actorchain_token::to_json(rec);
             let hash = link_hash(&prev, seq, &body);
             Row { seq, body, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash }
         })
@@ -181,7 +181,7 @@ impl LedgerStore for SqliteLedger {
                 )
                 .map_err(|e| e.to_string())?;
             for (row, rec) in link(head, records).iter().zip(records) {
-                let chain = serde_json::to_string(&rec.chain).expect("chain serializes");
+                let chain = actorchain_token::to_json(&rec.chain);
                 stmt.execute(rusqlite::params![row.seq as i64, rec.ts as i64, rec.sid, rec.sub, chain, row.body, row.prev_hash, row.hash])
                     .map_err(|e| e.to_string())?;
             }
@@ -190,7 +190,7 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn rows(&mut self, f: &Filter) -> Result<Vec<Row>, String> {
-        let agent = f.agent.as_ref().map(|a| serde_json::to_string(a).expect("string serializes"));
+        let agent = f.agent.as_ref().map(actorchain_token::to_json);
         let mut stmt = self
             .conn
             .prepare(

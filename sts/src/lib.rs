@@ -19,3 +19,4 @@ pub mod registry;
 pub mod revocations;
 pub mod server;
 pub mod svid;
+pub mod sync;

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::sync::Locked;
+
 /// Upper bounds of the exchange latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
@@ -23,7 +25,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn decision(&self, decision: &'static str, reason: &'static str, took: Duration) {
-        *self.decisions.lock().expect("metrics lock").entry((decision, reason)).or_default() += 1;
+        *self.decisions.locked().entry((decision, reason)).or_default() += 1;
         let secs = took.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -33,18 +35,18 @@ impl Metrics {
     }
 
     pub fn revocation(&self, kind: &'static str) {
-        *self.revocations.lock().expect("metrics lock").entry(kind).or_default() += 1;
+        *self.revocations.locked().entry(kind).or_default() += 1;
     }
 
     pub fn registry_reload(&self, result: &'static str) {
-        *self.registry_reloads.lock().expect("metrics lock").entry(result).or_default() += 1;
+        *self.registry_reloads.locked().entry(result).or_default() += 1;
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP actorchain_sts_decisions_total Token exchange decisions by outcome and reason.\n");
         out.push_str("# TYPE actorchain_sts_decisions_total counter\n");
-        for ((d, r), n) in self.decisions.lock().expect("metrics lock").iter() {
+        for ((d, r), n) in self.decisions.locked().iter() {
             let _ = writeln!(out, "actorchain_sts_decisions_total{{decision=\"{d}\",reason=\"{r}\"}} {n}");
         }
         out.push_str("# HELP actorchain_sts_exchange_duration_seconds Time to decide and sign one exchange.\n");
@@ -60,12 +62,12 @@ impl Metrics {
         let _ = writeln!(out, "actorchain_sts_exchange_duration_seconds_sum {sum}");
         let _ = writeln!(out, "actorchain_sts_exchange_duration_seconds_count {count}");
         out.push_str("# TYPE actorchain_sts_registry_reloads_total counter\n");
-        for (r, n) in self.registry_reloads.lock().expect("metrics lock").iter() {
+        for (r, n) in self.registry_reloads.locked().iter() {
             let _ = writeln!(out, "actorchain_sts_registry_reloads_total{{result=\"{r}\"}} {n}");
         }
         out.push_str("# HELP actorchain_sts_revocations_total Revocations made, by kind.\n");
         out.push_str("# TYPE actorchain_sts_revocations_total counter\n");
-        for (k, n) in self.revocations.lock().expect("metrics lock").iter() {
+        for (k, n) in self.revocations.locked().iter() {
             let _ = writeln!(out, "actorchain_sts_revocations_total{{kind=\"{k}\"}} {n}");
         }
         out.push_str("# TYPE actorchain_sts_registry_agents gauge\n");

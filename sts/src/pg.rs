@@ -106,7 +106,7 @@ impl PgLedger {
             .prepare("INSERT INTO ledger (seq, ts, sid, sub, chain, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .map_err(err)?;
         for (row, rec) in link(head, records).iter().zip(records) {
-            let chain = serde_json::to_string(&rec.chain).expect("chain serializes");
+            let chain = actorchain_token::to_json(&rec.chain);
             tx.execute(&stmt, &[&i(row.seq), &i(rec.ts), &rec.sid, &rec.sub, &chain, &row.body, &row.prev_hash, &row.hash]).map_err(err)?;
         }
         // Durable before the caller answers: synchronous_commit is on unless the server says otherwise.
@@ -114,7 +114,7 @@ impl PgLedger {
     }
 
     fn rows_now(&mut self, f: &Filter) -> Result<Vec<Row>, String> {
-        let agent = f.agent.as_ref().map(|a| serde_json::to_string(a).expect("string serializes"));
+        let agent = f.agent.as_ref().map(actorchain_token::to_json);
         let (since, until) = (f.since.map(i), f.until.map(i));
         let rows = self
             .client

@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use actorchain_token::{RevocationEntry, RevocationFeed, RevocationKind, RevocationSet};
 
+use crate::sync::{Locked, ReadWrite};
+
 /// Where revocations are kept: SQLite embedded (one STS), or PostgreSQL shared by replicas.
 pub trait RevocationStore: Send {
     /// Stores one revocation durably; its id. Ids become visible in increasing order (writers are
@@ -29,13 +31,13 @@ impl Revocations {
 
     /// Takes in what other replicas recorded since the last look (nothing new for a lone STS).
     pub fn refresh(&self) -> Result<(), String> {
-        let last = self.entries.read().expect("lock").last().map_or(0, |e| e.id);
-        let fresh = self.store.lock().expect("lock").since(last)?;
+        let last = self.entries.reading().last().map_or(0, |e| e.id);
+        let fresh = self.store.locked().since(last)?;
         if fresh.is_empty() {
             return Ok(());
         }
-        let mut set = (**self.set.read().expect("lock")).clone();
-        let mut entries = self.entries.write().expect("lock");
+        let mut set = (**self.set.reading()).clone();
+        let mut entries = self.entries.writing();
         for e in fresh {
             // A concurrent refresh may have taken these in already.
             if e.id > entries.last().map_or(0, |l| l.id) {
@@ -43,7 +45,7 @@ impl Revocations {
                 entries.push(e);
             }
         }
-        *self.set.write().expect("lock") = Arc::new(set);
+        *self.set.writing() = Arc::new(set);
         Ok(())
     }
 
@@ -51,21 +53,21 @@ impl Revocations {
     /// nothing and returns the existing entry.
     pub fn revoke(&self, kind: RevocationKind, value: &str, now: u64, expires_at: u64) -> Result<RevocationEntry, String> {
         let existing = |entries: &[RevocationEntry]| entries.iter().find(|e| e.kind == kind && e.value == value).cloned();
-        if let Some(e) = existing(&self.entries.read().expect("lock")) {
+        if let Some(e) = existing(&self.entries.reading()) {
             return Ok(e);
         }
-        self.store.lock().expect("lock").insert(kind, value, now, expires_at)?;
+        self.store.locked().insert(kind, value, now, expires_at)?;
         self.refresh()?;
-        existing(&self.entries.read().expect("lock")).ok_or_else(|| "the revocation was stored but could not be read back".to_string())
+        existing(&self.entries.reading()).ok_or_else(|| "the revocation was stored but could not be read back".to_string())
     }
 
     pub fn set(&self) -> Arc<RevocationSet> {
-        self.set.read().expect("lock").clone()
+        self.set.reading().clone()
     }
 
     /// Entries after `since` that can still match a live token, and the cursor to ask from next.
     pub fn feed(&self, since: u64, now: u64) -> RevocationFeed {
-        let entries = self.entries.read().expect("lock");
+        let entries = self.entries.reading();
         RevocationFeed {
             cursor: entries.last().map_or(0, |e| e.id).max(since),
             entries: entries.iter().filter(|e| e.id > since && e.expires_at > now).cloned().collect(),
@@ -73,7 +75,7 @@ impl Revocations {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().expect("lock").len()
+        self.entries.reading().len()
     }
 
     pub fn is_empty(&self) -> bool {

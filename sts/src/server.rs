@@ -34,6 +34,7 @@ use crate::pg::{PgKeys, PgLedger, PgRegistry, PgRevocations};
 use crate::registry::Registry;
 use crate::revocations::{Revocations, SqliteRevocations};
 use crate::svid;
+use crate::sync::{Locked, ReadWrite};
 
 type Body = Full<Bytes>;
 
@@ -150,7 +151,7 @@ impl Sts {
             cfg,
         };
         sts.maintain_keys(unix_now())?;
-        sts.metrics.registry_agents.store(sts.registry.read().expect("lock").len() as u64, std::sync::atomic::Ordering::Relaxed);
+        sts.metrics.registry_agents.store(sts.registry.reading().len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(sts))
     }
 
@@ -171,19 +172,19 @@ impl Sts {
     /// what the store holds, so a key another replica added is published here too.
     fn maintain_keys(&self, now: u64) -> Result<(), String> {
         let (policy, rotate) = (self.policy(), self.cfg.signing.auto_rotate);
-        let ring = self.key_store.lock().expect("lock").update(&mut |ring| rotate && ring.maintain(now, &policy, || generate(self.alg)))?;
+        let ring = self.key_store.locked().update(&mut |ring| rotate && ring.maintain(now, &policy, || generate(self.alg)))?;
         let sorted = |r: &KeyRing| {
             let mut kids: Vec<String> = r.published().kids().map(String::from).collect();
             kids.sort();
             kids
         };
         let kids = sorted(&ring);
-        if sorted(&self.keys.read().expect("lock").ring) != kids {
+        if sorted(&self.keys.reading().ring) != kids {
             // The store has it before anyone signs with it: a key that signed survives a restart.
             self.audit.emit("keys", &serde_json::json!({ "ts": now, "published": kids }));
-            *self.keys.write().expect("lock") = Arc::new(key_state(ring));
+            *self.keys.writing() = Arc::new(key_state(ring));
         }
-        let n = self.keys.read().expect("lock").ring.len();
+        let n = self.keys.reading().ring.len();
         self.metrics.signing_keys.store(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -191,7 +192,7 @@ impl Sts {
     /// Takes in the registry stored in the database when it changed (another replica or an
     /// operator stored it); an invalid one is never stored, but a failed read keeps the last.
     fn refresh_registry_from_db(&self, db: &Mutex<(PgRegistry, String)>, now: u64) {
-        let mut db = db.lock().expect("lock");
+        let mut db = db.locked();
         let text = match db.0.get() {
             Ok(Some(t)) if t != db.1 => t,
             Ok(_) => return,
@@ -206,7 +207,7 @@ impl Sts {
         match Registry::parse(&text) {
             Ok(r) => {
                 self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                *self.registry.write().expect("lock") = Arc::new(r);
+                *self.registry.writing() = Arc::new(r);
                 self.metrics.registry_reload("ok");
                 self.audit.emit("reload", &serde_json::json!({ "ts": now, "file": "registry (database)", "result": "ok" }));
                 db.1 = text;
@@ -225,7 +226,7 @@ impl Sts {
     /// invalid) and rotates keys. `force` reloads regardless of modification times (SIGHUP).
     pub fn refresh(&self, now: u64, force: bool) {
         let changed: Vec<PathBuf> = {
-            let mut seen = self.mtimes.lock().expect("lock");
+            let mut seen = self.mtimes.locked();
             watched_files(&self.cfg)
                 .into_iter()
                 .filter(|p| {
@@ -244,7 +245,7 @@ impl Sts {
             match Registry::load(&self.cfg.registry) {
                 Ok(r) => {
                     self.metrics.registry_agents.store(r.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    *self.registry.write().expect("lock") = Arc::new(r);
+                    *self.registry.writing() = Arc::new(r);
                     self.metrics.registry_reload("ok");
                     self.audit.emit("reload", &serde_json::json!({ "ts": now, "file": "registry", "result": "ok" }));
                 }
@@ -258,11 +259,11 @@ impl Sts {
             }
         }
         if changed.iter().any(|p| *p != self.cfg.registry) {
-            let people = load_people(&self.cfg, &self.fetched_jwks.read().expect("lock"));
+            let people = load_people(&self.cfg, &self.fetched_jwks.reading());
             match (people, load_svid_trust(&self.cfg)) {
                 (Ok(p), Ok(s)) => {
-                    *self.people.write().expect("lock") = Arc::new(p);
-                    *self.svid.write().expect("lock") = Arc::new(s);
+                    *self.people.writing() = Arc::new(p);
+                    *self.svid.writing() = Arc::new(s);
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     self.audit.emit("reload", &serde_json::json!({ "ts": now, "file": "trust", "result": "kept previous", "error": e }));
@@ -279,7 +280,7 @@ impl Sts {
     }
 
     pub fn jwks(&self) -> String {
-        self.keys.read().expect("lock").jwks.clone()
+        self.keys.reading().jwks.clone()
     }
 
     pub fn metadata(&self) -> String {
@@ -327,16 +328,16 @@ impl Sts {
     fn exchange_inner(&self, body: &[u8], peer: &Peer, now: u64, rec: &mut AuditRecord) -> Result<String, ExchangeError> {
         let req = parse_token_request(body)?;
         rec.client_id = Some(req.client_id.clone());
-        let svid = self.svid.read().expect("lock").clone();
+        let svid = self.svid.reading().clone();
         let peer_id = match peer {
             Peer::Anonymous => None,
             Peer::Workload(id) => Some(id.as_str()),
             Peer::Invalid(why) => return Err(ExchangeError::new(OAuthCode::InvalidClient, "workload_svid_invalid", why.clone())),
         };
         let workload = authenticate(peer_id, req.actor_token.as_deref(), &svid, now)?;
-        let registry = self.registry.read().expect("lock").clone();
-        let people = self.people.read().expect("lock").clone();
-        let keys = self.keys.read().expect("lock").clone();
+        let registry = self.registry.reading().clone();
+        let people = self.people.reading().clone();
+        let keys = self.keys.reading().clone();
         let revoked = self.revocations.set();
         let v = Verifiers {
             issuer: &self.cfg.issuer,
@@ -359,7 +360,7 @@ impl Sts {
             expires_in: grant.claims.exp - now,
             scope: grant.claims.scope,
         };
-        Ok(serde_json::to_string(&answer).expect("a response of strings and a number serializes"))
+        Ok(actorchain_token::to_json(&answer))
     }
 }
 
@@ -385,7 +386,7 @@ impl Sts {
         let Some(token) = form_urlencoded::parse(body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()) else {
             return Ok(());
         };
-        let keys = self.keys.read().expect("lock").clone();
+        let keys = self.keys.reading().clone();
         let Ok(u) = actorchain_token::Unverified::parse(&token, actorchain_token::TypRule::Exactly(TYP_ACCESS_TOKEN)) else {
             return Ok(());
         };
@@ -409,7 +410,7 @@ impl Sts {
                 other => return Err(format!("unknown query parameter {other}")),
             }
         }
-        let rows = crate::ledger::select(&mut **self.ledger_reader.lock().expect("lock"), &f)?;
+        let rows = crate::ledger::select(&mut **self.ledger_reader.locked(), &f)?;
         let records: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
         let mut out = serde_json::json!({ "records": records });
         if f.sid.is_some() {
@@ -487,10 +488,10 @@ pub async fn follow_jwks_urls(sts: Arc<Sts>) {
                 };
                 let wait = match result {
                     Ok(keys) => {
-                        let mut fetched = sts.fetched_jwks.write().expect("lock");
+                        let mut fetched = sts.fetched_jwks.writing();
                         fetched.insert(p.issuer.clone(), keys);
                         match load_people(&sts.cfg, &fetched) {
-                            Ok(people) => *sts.people.write().expect("lock") = Arc::new(people),
+                            Ok(people) => *sts.people.writing() = Arc::new(people),
                             Err(e) => sts.audit.emit("jwks", &serde_json::json!({ "issuer": p.issuer, "error": e })),
                         }
                         sts.audit.emit("jwks", &serde_json::json!({ "ts": unix_now(), "issuer": p.issuer, "result": "fetched" }));
@@ -520,9 +521,7 @@ fn load_svid_trust(cfg: &Config) -> Result<SvidTrust, String> {
 }
 
 fn new_jti() -> String {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).expect("OS random source");
-    B64.encode(b)
+    B64.encode(crate::keys::random::<16>())
 }
 
 fn json(status: u16, body: String) -> Response<Body> {
@@ -622,7 +621,7 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
                 }
             };
             match sts.revoke(kind, &value, None, unix_now()) {
-                Ok(e) => json(200, serde_json::to_string(&e).expect("serializes")),
+                Ok(e) => json(200, actorchain_token::to_json(&e)),
                 Err(e) => json(500, serde_json::json!({"error": "server_error", "error_description": e}).to_string()),
             }
         }
@@ -639,7 +638,7 @@ async fn handle(sts: &Sts, req: Request<Incoming>, peer: &Peer) -> Response<Body
                 .query()
                 .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "since").and_then(|(_, v)| v.parse().ok()))
                 .unwrap_or(0);
-            let mut r = json(200, serde_json::to_string(&sts.revocations.feed(since, unix_now())).expect("serializes"));
+            let mut r = json(200, actorchain_token::to_json(&sts.revocations.feed(since, unix_now())));
             r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
@@ -699,9 +698,7 @@ pub async fn serve_admin(sts: Arc<Sts>, listener: TcpListener) {
                 async move {
                     let r = match req.uri().path() {
                         "/healthz" => json(200, r#"{"status":"ok"}"#.into()),
-                        "/readyz" if sts.keys.read().expect("lock").ring.signing(unix_now()).is_some() => {
-                            json(200, r#"{"status":"ready"}"#.into())
-                        }
+                        "/readyz" if sts.keys.reading().ring.signing(unix_now()).is_some() => json(200, r#"{"status":"ready"}"#.into()),
                         "/readyz" => json(503, r#"{"status":"no signing key"}"#.into()),
                         "/metrics" => {
                             let mut r = Response::new(Full::new(Bytes::from(sts.metrics.render())));

@@ -37,9 +37,10 @@ impl Jwk {
         let (kty, crv, x, y) = match key {
             PublicKey::Ed25519(k) => ("OKP", "Ed25519", B64.encode(k.as_bytes()), None),
             PublicKey::P256(k) => {
+                // SEC1 uncompressed: 0x04, then x and y, 32 bytes each.
                 let point = k.to_encoded_point(false);
-                let x = B64.encode(point.x().expect("uncompressed point has x"));
-                let y = B64.encode(point.y().expect("uncompressed point has y"));
+                let (x, y) = point.as_bytes().get(1..).unwrap_or_default().split_at(32.min(point.len().saturating_sub(1)));
+                let (x, y) = (B64.encode(x), B64.encode(y));
                 ("EC", "P-256", x, Some(y))
             }
         };
@@ -163,7 +164,7 @@ impl KeySet {
         let mut kids: Vec<&String> = self.keys.keys().collect();
         kids.sort();
         let jwks: Vec<Jwk> = kids.into_iter().map(|k| Jwk::from_public(k, &self.keys[k])).collect();
-        serde_json::to_string(&JwksOut { keys: &jwks }).expect("JWKS serializes")
+        crate::to_json(&JwksOut { keys: &jwks })
     }
 }
 

@@ -88,8 +88,8 @@ pub fn sign_compact(claims: &impl Serialize, key: &PrivateKey, kid: &str, typ: O
         #[serde(skip_serializing_if = "Option::is_none")]
         typ: Option<&'a str>,
     }
-    let header = serde_json::to_vec(&Out { alg: key.alg().as_str(), kid, typ }).expect("header serializes");
-    let payload = serde_json::to_vec(claims).expect("claims serialize");
+    let header = crate::to_json_vec(&Out { alg: key.alg().as_str(), kid, typ });
+    let payload = crate::to_json_vec(claims);
     sign_parts(&header, &payload, key)
 }
 

@@ -8,6 +8,7 @@ mod claims;
 mod error;
 mod header;
 mod json_limits;
+mod json_out;
 mod jwks;
 mod jws;
 mod person;
@@ -22,6 +23,7 @@ pub use claims::{is_issuer_id, is_principal_id, is_spiffe_id, spiffe_trust_domai
 pub use error::TokenError;
 pub use header::{Header, TypRule, TYP_ACCESS_TOKEN};
 pub use json_limits::{check_json_depth, MAX_JSON_DEPTH};
+pub use json_out::{to_json, to_json_pretty, to_json_vec};
 pub use jwks::{Jwk, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 pub use jws::{sign_compact, Unverified, MAX_TOKEN_BYTES};
 pub use person::{verify_person, Audience, PersonClaims, PersonIssuer};
