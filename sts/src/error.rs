@@ -15,6 +15,9 @@ pub enum OAuthCode {
     InvalidScope,
     InvalidTarget,
     ServerError,
+    /// The caller is known but may not do this (an admin endpoint without an admin SVID).
+    AccessDenied,
+    NotFound,
 }
 
 impl OAuthCode {
@@ -27,6 +30,8 @@ impl OAuthCode {
             OAuthCode::InvalidScope => "invalid_scope",
             OAuthCode::InvalidTarget => "invalid_target",
             OAuthCode::ServerError => "server_error",
+            OAuthCode::AccessDenied => "access_denied",
+            OAuthCode::NotFound => "not_found",
         }
     }
 }
@@ -60,6 +65,8 @@ impl ExchangeError {
     pub fn status(&self) -> u16 {
         self.status_override.unwrap_or(match self.code {
             OAuthCode::InvalidClient => 401,
+            OAuthCode::AccessDenied => 403,
+            OAuthCode::NotFound => 404,
             OAuthCode::ServerError => 500,
             _ => 400,
         })

@@ -1,6 +1,8 @@
 //! The actorchain security token service: RFC 8693 token exchange that mints single-hop,
 //! audience-bound tokens carrying the whole actor chain, for workloads authenticated by SPIFFE.
 
+pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod bench_report;
 pub mod config;
@@ -18,5 +20,7 @@ pub mod pg;
 pub mod registry;
 pub mod revocations;
 pub mod server;
+pub mod state;
 pub mod svid;
 pub mod sync;
+pub mod token_endpoint;

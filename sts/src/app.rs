@@ -1,0 +1,146 @@
+//! The STS's HTTP interface as one in-process function: a request and the peer the TLS layer
+//! authenticated in, a response out. The listeners (`server`) only accept connections; tests
+//! call `app` directly. Every error body comes from `ExchangeError`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::error::{ExchangeError, OAuthCode};
+use crate::form::MAX_FORM_BYTES;
+use crate::state::{unix_now, Sts};
+
+pub type Body = Full<Bytes>;
+
+/// Who the TLS layer says is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// No client certificate: only a JWT-SVID actor token can authenticate this caller.
+    Anonymous,
+    Workload(String),
+    /// A certificate that chains to the bundle but is not a usable X.509-SVID.
+    Invalid(String),
+}
+
+fn json(status: u16, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An error reply: every refusal of every endpoint is an `ExchangeError` (RFC 6749 §5.2 body
+/// with `actorchain_reason`).
+fn refused(e: &ExchangeError) -> Response<Body> {
+    json(e.status(), e.body())
+}
+
+fn no_store(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A request body of at most `MAX_FORM_BYTES`.
+async fn body<B>(req: Request<B>) -> Result<bytes::Bytes, ExchangeError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await.map(|b| b.to_bytes()).map_err(|_| {
+        ExchangeError::new(OAuthCode::InvalidRequest, "body_too_large", format!("request body exceeds {MAX_FORM_BYTES} bytes"))
+            .with_status(413)
+    })
+}
+
+fn is_form<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")))
+}
+
+/// Answers one request from `peer`.
+pub async fn app<B>(sts: &Sts, req: Request<B>, peer: &Peer) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let admin_only =
+        || ExchangeError::new(OAuthCode::AccessDenied, "admin_required", "admin endpoints need an admin SVID named in admin_ids");
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/token") => {
+            if !is_form(&req) {
+                let e = ExchangeError::new(OAuthCode::InvalidRequest, "content_type_unsupported", "send application/x-www-form-urlencoded");
+                return no_store(refused(&e.with_status(415)));
+            }
+            match body(req).await {
+                Ok(b) => {
+                    let (status, answer) = sts.exchange(&b, peer, unix_now()).await;
+                    no_store(json(status, answer))
+                }
+                Err(e) => no_store(refused(&e)),
+            }
+        }
+        (_, "/token") => {
+            let e = ExchangeError::new(OAuthCode::InvalidRequest, "method_not_allowed", "use POST").with_status(405);
+            let mut r = no_store(refused(&e));
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        (&Method::POST, "/revoke") if sts.is_admin(peer) => match body(req).await {
+            Ok(b) => match sts.revoke_token(&b, unix_now()) {
+                Ok(()) => no_store(json(200, "{}".into())),
+                Err(e) => refused(&e),
+            },
+            Err(e) => refused(&e),
+        },
+        (&Method::POST, "/admin/revocations") if sts.is_admin(peer) => match body(req).await {
+            Ok(b) => match sts.revocation_request(&b, unix_now()) {
+                Ok(entry) => json(200, actorchain_token::to_json(&entry)),
+                Err(e) => refused(&e),
+            },
+            Err(e) => refused(&e),
+        },
+        (&Method::GET, "/admin/ledger") if sts.is_admin(peer) => match sts.ledger_query(req.uri().query().unwrap_or("")) {
+            Ok(v) => json(200, v.to_string()),
+            Err(e) => refused(&e),
+        },
+        (_, "/revoke") | (_, "/admin/revocations") | (_, "/admin/ledger") => refused(&admin_only()),
+        (&Method::GET, "/revocations") if matches!(peer, Peer::Workload(_)) => {
+            let since = req
+                .uri()
+                .query()
+                .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "since").and_then(|(_, v)| v.parse().ok()))
+                .unwrap_or(0);
+            no_store(json(200, actorchain_token::to_json(&sts.revocations.feed(since, unix_now()))))
+        }
+        (_, "/revocations") => {
+            refused(&ExchangeError::new(OAuthCode::InvalidClient, "workload_unauthenticated", "present a workload SVID"))
+        }
+        (&Method::GET, "/.well-known/jwks.json") => {
+            let mut r = json(200, sts.jwks());
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+            r
+        }
+        (&Method::GET, "/.well-known/oauth-authorization-server") => json(200, sts.metadata()),
+        _ => refused(&ExchangeError::new(OAuthCode::NotFound, "not_found", "no such endpoint")),
+    }
+}
+
+/// The admin listener (plain HTTP, for probes and scrapers): health, readiness, metrics.
+pub fn health(sts: &Sts, path: &str) -> Response<Body> {
+    match path {
+        "/healthz" => json(200, r#"{"status":"ok"}"#.into()),
+        "/readyz" if sts.can_sign(unix_now()) => json(200, r#"{"status":"ready"}"#.into()),
+        "/readyz" => json(503, r#"{"status":"no signing key"}"#.into()),
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(sts.metrics.render())));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        _ => refused(&ExchangeError::new(OAuthCode::NotFound, "not_found", "no such endpoint")),
+    }
+}

@@ -1,0 +1,96 @@
+//! The STS's HTTP interface in process: `app` answers requests as the listener would, with the
+//! peer the TLS layer would have authenticated, without spawning the binary.
+
+use actorchain_sts::app::{app, health, Peer};
+use actorchain_sts::config::Config;
+use actorchain_sts::dev;
+use actorchain_sts::server::{unix_now, Sts};
+use actorchain_token::wire::{ErrorBody, ExchangeRequest, ExchangeResponse};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+
+struct Answer {
+    status: u16,
+    allow: Option<String>,
+    body: String,
+}
+
+async fn read(r: Response<Full<Bytes>>) -> Answer {
+    let status = r.status().as_u16();
+    let allow = r.headers().get("allow").and_then(|v| v.to_str().ok()).map(String::from);
+    let body = String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    Answer { status, allow, body }
+}
+
+async fn call(sts: &Sts, method: &str, path: &str, content_type: &str, body: &str, peer: &Peer) -> Answer {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    read(app(sts, req, peer).await).await
+}
+
+/// The reason of an error answer.
+fn reason(a: &Answer) -> String {
+    serde_json::from_str::<ErrorBody>(&a.body).map(|e| e.actorchain_reason).unwrap_or_else(|_| a.body.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    dev::init(dir.path(), false).unwrap();
+    let sts = Sts::open(Config::load(&dir.path().join("sts.toml")).unwrap()).unwrap();
+    let oncall = Peer::Workload(dev::workload_id("oncall"));
+    let admin = Peer::Workload(dev::workload_id("admin"));
+    let form = "application/x-www-form-urlencoded";
+    let json = "application/json";
+
+    let person = dev::person_token(dir.path(), "user1", "oncall-agent", "incidents:read", 600, None, unix_now()).unwrap();
+    let ask = ExchangeRequest { subject: Some(&person), audience: "investigation-agent", scope: None, client_id: "oncall-agent" }.form();
+    let granted = call(&sts, "POST", "/token", form, &ask, &oncall).await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let answer: ExchangeResponse = serde_json::from_str(&granted.body).unwrap();
+    assert_eq!(answer.scope, "incidents:read");
+
+    let anonymous = call(&sts, "POST", "/token", form, &ask, &Peer::Anonymous).await;
+    assert_eq!((anonymous.status, reason(&anonymous).as_str()), (401, "workload_unauthenticated"));
+    let wrong_type = call(&sts, "POST", "/token", "text/plain", &ask, &oncall).await;
+    assert_eq!((wrong_type.status, reason(&wrong_type).as_str()), (415, "content_type_unsupported"));
+    let get = call(&sts, "GET", "/token", form, "", &oncall).await;
+    assert_eq!((get.status, get.allow.as_deref(), reason(&get).as_str()), (405, Some("POST"), "method_not_allowed"));
+    let huge = call(&sts, "POST", "/token", form, &"a".repeat(64 * 1024), &oncall).await;
+    assert_eq!((huge.status, reason(&huge).as_str()), (413, "body_too_large"));
+
+    // Admin operations: only with an admin SVID, and a person is named with their issuer.
+    let revoke = |v: serde_json::Value| v.to_string();
+    let not_admin =
+        call(&sts, "POST", "/admin/revocations", json, &revoke(serde_json::json!({"kind": "session", "value": "s"})), &oncall).await;
+    assert_eq!((not_admin.status, reason(&not_admin).as_str()), (403, "admin_required"));
+    let bare =
+        call(&sts, "POST", "/admin/revocations", json, &revoke(serde_json::json!({"kind": "person", "value": "user1"})), &admin).await;
+    assert_eq!((bare.status, reason(&bare).as_str()), (400, "revocation_issuer_missing"));
+    let person_ask = serde_json::json!({"kind": "person", "issuer": dev::IDP_ISSUER, "value": "user1"});
+    let done = call(&sts, "POST", "/admin/revocations", json, &revoke(person_ask), &admin).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let refused = call(&sts, "POST", "/token", form, &ask, &oncall).await;
+    assert_eq!((refused.status, reason(&refused).as_str()), (400, "person_revoked"));
+    let query = call(&sts, "GET", "/admin/ledger?sub=user1&issuer=https://idp.actorchain.dev", json, "", &admin).await;
+    let records: serde_json::Value = serde_json::from_str(&query.body).unwrap();
+    assert_eq!(records["records"].as_array().map(Vec::len), Some(2), "{}", query.body);
+    let bad_query = call(&sts, "GET", "/admin/ledger?colour=red", json, "", &admin).await;
+    assert_eq!((bad_query.status, reason(&bad_query).as_str()), (400, "ledger_query_invalid"));
+
+    let feed = call(&sts, "GET", "/revocations?since=0", json, "", &oncall).await;
+    assert!(feed.body.contains("user1"), "{}", feed.body);
+    assert_eq!(reason(&call(&sts, "GET", "/revocations", json, "", &Peer::Anonymous).await), "workload_unauthenticated");
+    assert_eq!(call(&sts, "GET", "/.well-known/jwks.json", json, "", &Peer::Anonymous).await.status, 200);
+    let missing = call(&sts, "GET", "/nowhere", json, "", &Peer::Anonymous).await;
+    assert_eq!((missing.status, reason(&missing).as_str()), (404, "not_found"));
+
+    let ready = read(health(&sts, "/readyz")).await;
+    assert_eq!(ready.status, 200);
+    assert!(read(health(&sts, "/metrics")).await.body.contains("actorchain_sts_decisions_total"));
+}
