@@ -9,9 +9,10 @@
 //! percentiles are reported too. Results go to bench-results/envoy_filter.json.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use actorchain_demo::envoy::Envoy;
 use actorchain_demo::topology::{start_sts, Paths};
 use actorchain_sts::bench_report;
 use actorchain_sts::dev;
@@ -117,7 +118,7 @@ fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16, app_port
     })
 }
 
-/// A child process (Envoy, the STS) stopped when dropped.
+/// The STS, stopped when dropped.
 struct Reaped(Child);
 
 impl Drop for Reaped {
@@ -141,14 +142,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0);
     ticks / hz
-}
-
-async fn get_admin(admin: &str, path: &str) -> String {
-    let addr = admin.parse().unwrap();
-    actorchain_demo::apps::http(addr, "GET", "admin", path, &[], vec![])
-        .await
-        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 /// Sends requests over `CONNECTIONS` keep-alive connections with `tokens[i % len]` in
@@ -291,48 +284,11 @@ async fn main() {
     tokio::spawn(actorchain_demo::apps::serve(app, "mcp".into(), None, true));
     let cfg = work.join("envoy.json");
     std::fs::write(&cfg, envoy_config(&paths, &devdir, sts_addr.port(), app_port).to_string()).unwrap();
-    let admin_file = work.join("admin.txt");
-    let envoy = Reaped(
-        Command::new(&paths.envoy)
-            .arg("-c")
-            .arg(&cfg)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "error", "--admin-address-path"])
-            .arg(&admin_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Envoy starts"),
-    );
-    let pid = envoy.0.id();
-    let admin = loop {
-        if let Some(a) = std::fs::read_to_string(&admin_file).ok().filter(|a| !a.trim().is_empty()) {
-            break a.trim().to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let ports: std::collections::HashMap<String, u16> = loop {
-        let out = get_admin(&admin, "/listeners?format=json").await;
-        let doc = out.find('{').zip(out.rfind('}')).map_or("", |(a, b)| &out[a..=b]);
-        if let Ok(v) = serde_json::from_str::<Value>(doc) {
-            let m: std::collections::HashMap<String, u16> = v["listener_statuses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| {
-                    Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16))
-                })
-                .collect();
-            if m.len() == 7 {
-                break m;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    while !get_admin(&admin, "/stats?filter=jwks.fetch_ok")
-        .await
-        .lines()
-        .any(|l| l.trim_end().ends_with(|c: char| c.is_ascii_digit() && c != '0'))
-    {
+    let listeners =
+        ["none", "jwt_authn", "jwt_authn_cached", "actorchain_inbound", "actorchain_outbound", "inbound_proxied", "mcp_proxied"];
+    let envoy = Envoy::start(&paths.envoy, &cfg, "error", &work.join("envoy.log"), &listeners).await.expect("Envoy starts");
+    let (pid, ports) = (envoy.pid(), envoy.ports.clone());
+    while envoy.stat("jwks.fetch_ok").await == 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

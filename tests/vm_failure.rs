@@ -4,52 +4,23 @@
 //! VM and the filter judges requests again. Nothing is ever let through unjudged.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actorchain_demo::apps;
+use actorchain_demo::envoy::Envoy;
 use actorchain_demo::hostile::{self, Row};
-use actorchain_demo::topology::{envoy_args, listener_ports, lone_filter_config, Paths};
-
-struct Envoy(Child);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use actorchain_demo::topology::{lone_filter_config, Paths};
 
 /// One listener with the inbound filter in front of a direct 200, under `policy`; the Envoy and
 /// the port its listener took.
 async fn start(paths: &Paths, wasm: &std::path::Path, policy: &str, dir: &std::path::Path) -> (Envoy, u16) {
     let plugin =
         r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":500}}"#;
-    let config = lone_filter_config(wasm, plugin, policy, 0);
     let cfg = dir.join(format!("{policy}.yaml"));
-    std::fs::write(&cfg, config).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{policy}.log"))).unwrap();
-    let admin_path = dir.join(format!("{policy}.admin"));
-    let envoy = Envoy(
-        Command::new(&paths.envoy)
-            .args(envoy_args(&cfg))
-            .args(["-l", "warning", "--admin-address-path"])
-            .arg(&admin_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(admin) = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse().ok()) {
-            if let Some(port) = listener_ports(admin).await.get("app") {
-                return (envoy, *port);
-            }
-        }
-        assert!(Instant::now() < deadline, "Envoy under {policy} did not start; see {}", dir.join(format!("{policy}.log")).display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    std::fs::write(&cfg, lone_filter_config(wasm, plugin, policy, 0)).unwrap();
+    let envoy = Envoy::start(&paths.envoy, &cfg, "warning", &dir.join(format!("{policy}.log")), &["app"]).await.unwrap();
+    let port = envoy.ports["app"];
+    (envoy, port)
 }
 
 /// Status of a request without a token (the filter answers 401 when it is alive), or of a

@@ -2,6 +2,7 @@
 //! end-to-end tests.
 
 pub mod apps;
+pub mod envoy;
 pub mod fault_sts;
 pub mod hostile;
 pub mod scenario;

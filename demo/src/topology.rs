@@ -3,7 +3,6 @@
 //! tests, so the tests assert exactly what the demo shows. Everything listens on 127.0.0.1, on
 //! ports the kernel hands out, and stops when the `Demo` is dropped.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +17,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::apps::{self, Next};
+pub use crate::envoy::envoy_args;
+use crate::envoy::Envoy;
 
 /// Where the built pieces are.
 #[derive(Debug, Clone)]
@@ -67,7 +68,6 @@ pub struct Workload {
     pub app: SocketAddr,
     pub ingress: SocketAddr,
     pub egress: SocketAddr,
-    pub admin: Option<SocketAddr>,
 }
 
 /// A request in flight whose body has not been sent yet (`Demo::call_held`).
@@ -99,7 +99,7 @@ pub struct Demo {
     sts_child: std::sync::Mutex<Option<Child>>,
     replica_child: Option<Child>,
     /// Each sidecar's Envoy, by workload name.
-    envoys: Vec<(&'static str, Child)>,
+    envoys: Vec<(&'static str, Envoy)>,
     paths: Paths,
     tuning: Tuning,
 }
@@ -144,7 +144,8 @@ pub enum Ingress {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        for c in self.envoys.iter_mut().map(|(_, c)| c).chain(self.replica_child.iter_mut()) {
+        self.envoys.clear();
+        for c in self.replica_child.iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -370,13 +371,6 @@ pub fn sts_args(config: &Path, listen: &str, admin_listen: &str) -> Vec<String> 
     ["serve", "--config", &config, "--listen", listen, "--admin-listen", admin_listen].map(String::from).to_vec()
 }
 
-/// How a sidecar's Envoy is started, here and in `docker-compose.yml` (one worker: the demo's
-/// load is small, and the figures in the benchmarks are per worker).
-pub fn envoy_args(config: &Path) -> Vec<String> {
-    let config = config.display().to_string();
-    ["-c", &config, "--disable-hot-restart", "--concurrency", "1"].map(String::from).to_vec()
-}
-
 /// Ports of a workload when it has a network of its own (a container, a pod): the mTLS ingress
 /// on every interface, the egress and the app on loopback.
 pub const POD_INGRESS_PORT: u16 = 15000;
@@ -484,18 +478,6 @@ fn weaken_ingress(template: String, ingress: Ingress) -> Result<String, String> 
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-/// The ports a running Envoy's listeners are bound to, by listener name.
-pub async fn listener_ports(admin: SocketAddr) -> HashMap<String, u16> {
-    let Ok((200, body)) = apps::http(admin, "GET", "admin", "/listeners?format=json", &[], vec![]).await else { return HashMap::new() };
-    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-    v["listener_statuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| Some((l["name"].as_str()?.to_string(), l["local_address"]["socket_address"]["port_value"].as_u64()? as u16)))
-        .collect()
-}
-
 /// Starts the STS binary with `config` (a dev trust domain's `sts.toml`), on `listen` (port 0:
 /// any); its event lines go to `log`.
 pub fn start_sts(paths: &Paths, config: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr), String> {
@@ -584,7 +566,7 @@ impl Demo {
             let app = listener.local_addr().map_err(|e| e.to_string())?;
             // The sidecar's listeners take ports of the kernel's choosing; known once it runs.
             let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
-            workloads.push(Workload { name, identity, app, ingress: unknown, egress: unknown, admin: None });
+            workloads.push(Workload { name, identity, app, ingress: unknown, egress: unknown });
             apps.push(listener);
         }
         let mut demo = Demo {
@@ -600,9 +582,9 @@ impl Demo {
         };
         // Last hop first: each sidecar's next hop is already listening when it is configured.
         for i in (0..demo.workloads.len()).rev() {
-            let (admin, ingress, egress) = demo.start_envoy(i).await?;
+            let (ingress, egress) = demo.start_envoy(i).await?;
             let w = &mut demo.workloads[i];
-            (w.admin, w.ingress, w.egress) = (Some(admin), ingress, egress);
+            (w.ingress, w.egress) = (ingress, egress);
         }
         for (i, listener) in apps.into_iter().enumerate() {
             let w = &demo.workloads[i];
@@ -620,8 +602,8 @@ impl Demo {
         Ok(demo)
     }
 
-    /// Starts workload `i`'s Envoy; its admin, ingress and egress addresses.
-    async fn start_envoy(&mut self, i: usize) -> Result<(SocketAddr, SocketAddr, SocketAddr), String> {
+    /// Starts workload `i`'s Envoy; its ingress and egress addresses.
+    async fn start_envoy(&mut self, i: usize) -> Result<(SocketAddr, SocketAddr), String> {
         let w = self.workloads[i].clone();
         let next = self.workloads.get(i + 1).cloned();
         let spec = SidecarSpec {
@@ -642,40 +624,24 @@ impl Demo {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let cfg_path = dir.join(format!("{}.yaml", w.name));
         std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
-        let admin_path = dir.join(format!("{}.admin", w.name));
-        let _ = std::fs::remove_file(&admin_path);
-        let log = std::fs::File::create(dir.join(format!("{}.log", w.name))).map_err(|e| e.to_string())?;
-        let child = Command::new(&self.paths.envoy)
-            .args(envoy_args(&cfg_path))
-            .args(["-l", "info", "--admin-address-path"])
-            .arg(&admin_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", self.paths.envoy.display()))?;
-        self.envoys.push((w.name, child));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let admin: Option<SocketAddr> = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse().ok());
-            if let Some(admin) = admin {
-                let ports = listener_ports(admin).await;
-                if let (Some(ingress), Some(egress)) = (ports.get("ingress"), ports.get("egress")) {
-                    let at = |port: &u16| SocketAddr::from(([127, 0, 0, 1], *port));
-                    return Ok((admin, at(ingress), at(egress)));
-                }
-            }
-            if Instant::now() > deadline || self.envoys.last_mut().is_some_and(|(_, c)| c.try_wait().ok().flatten().is_some()) {
-                return Err(format!("Envoy for {} did not start; see {}", w.name, dir.join(format!("{}.log", w.name)).display()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = dir.join(format!("{}.log", w.name));
+        let envoy = Envoy::start(&self.paths.envoy, &cfg_path, "info", &log, &["ingress", "egress"])
+            .await
+            .map_err(|e| format!("the {} sidecar: {e}", w.name))?;
+        let (ingress, egress) = (envoy.listener("ingress"), envoy.listener("egress"));
+        self.envoys.push((w.name, envoy));
+        match (ingress, egress) {
+            (Some(i), Some(e)) => Ok((i, e)),
+            _ => Err(format!("the {} sidecar has no ingress or egress listener", w.name)),
         }
     }
 
     /// Reads one of the filter's counters from a sidecar's admin endpoint.
     pub async fn counter(&self, w: &Workload, name: &str) -> u64 {
-        let Some(admin) = w.admin else { return 0 };
-        let Ok((_, body)) = apps::http(admin, "GET", "admin", &format!("/stats?filter={name}"), &[], vec![]).await else { return 0 };
-        String::from_utf8_lossy(&body).lines().filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok())).sum()
+        match self.envoy(w.name) {
+            Some(e) => e.stat(name).await,
+            None => 0,
+        }
     }
 
     async fn wait_for_keys(&self, w: &Workload) -> Result<(), String> {
@@ -706,15 +672,18 @@ impl Demo {
         matches!(answer, Ok((401, _)))
     }
 
-    /// Whether a workload's Envoy still runs (an exited child stays a zombie until reaped).
+    fn envoy(&self, name: &str) -> Option<&Envoy> {
+        self.envoys.iter().find(|(n, _)| *n == name).map(|(_, e)| e)
+    }
+
+    /// Whether a workload's Envoy still runs.
     fn envoy_running(&self, name: &str) -> bool {
-        let status = |pid| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        self.envoy_pid(name).is_some_and(|pid| status(pid).lines().any(|l| l.starts_with("State:") && !l.contains("zombie")))
+        self.envoy(name).is_some_and(Envoy::running)
     }
 
     /// The process id of a workload's Envoy, for reading its memory.
     pub fn envoy_pid(&self, name: &str) -> Option<u32> {
-        self.envoys.iter().find(|(n, _)| *n == name).map(|(_, c)| c.id())
+        self.envoy(name).map(Envoy::pid)
     }
 
     pub fn workload(&self, name: &str) -> Result<&Workload, String> {
@@ -903,14 +872,7 @@ impl Demo {
         let mut workloads = Vec::new();
         for (name, identity) in CHAIN {
             let at = find(ingress, name).ok_or(format!("no --ingress for {name}"))?;
-            workloads.push(Workload {
-                name,
-                identity,
-                app: inside,
-                ingress: at,
-                egress: find(egress, name).unwrap_or(inside),
-                admin: None,
-            });
+            workloads.push(Workload { name, identity, app: inside, ingress: at, egress: find(egress, name).unwrap_or(inside) });
         }
         let none = PathBuf::new();
         let paths = Paths { sts_bin: none.clone(), envoy: none.clone(), wasm: none.clone(), template: none, work: dev.clone() };
