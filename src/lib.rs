@@ -2,9 +2,10 @@
 //! token for the next audience; inbound, it verifies tokens and hands the app the verified identity.
 //!
 //! Everything that decides is pure and tested natively: configuration, bearer parsing, inbound
-//! verification and route checks, outbound planning, the exchange cache, replies, and the request
-//! flow itself (`filter`), which talks to the proxy only through the `Host` trait. The proxy-wasm
-//! glue (`wasm`) implements that trait and is compiled only for wasm32.
+//! verification and route checks, correlation, outbound planning, the exchange cache, replies,
+//! the request flow (`filter`) and each worker's periodic work (`root`), which talk to the proxy
+//! only through the `Host` trait. The proxy-wasm glue (`wasm`) implements that trait and is
+//! compiled only for wasm32. `docs/architecture.md` draws the whole.
 
 pub mod bearer;
 pub mod cache;
