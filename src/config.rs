@@ -101,6 +101,34 @@ pub struct InboundConfig {
     pub correlation: Correlation,
     /// Where accepted tokens are recorded for the outbound side's correlation lookup.
     pub slots: SharedSlots,
+    /// `false`: observe only — every decision is made, counted and logged as enforcement would,
+    /// and every request goes on unchanged (for rolling out into a running mesh).
+    pub enforce: bool,
+    /// Requests that need no token; never a JSON-RPC call under the MCP path.
+    pub exempt: Vec<Exempt>,
+}
+
+/// A request that needs no token: health checks, metrics, an A2A agent card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exempt {
+    pub method: Option<String>,
+    pub path: ExemptPath,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExemptPath {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Exempt {
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.as_deref().is_none_or(|m| m == method)
+            && match &self.path {
+                ExemptPath::Exact(p) => p == path,
+                ExemptPath::Prefix(p) => path.starts_with(p.as_str()),
+            }
+    }
 }
 
 /// Where a destination's calls go: the audience, and at most which scopes they carry.
@@ -129,6 +157,8 @@ pub struct OutboundConfig {
     pub cache_margin_secs: u64,
     /// Bounded shared data for exchanged tokens and trace-context records.
     pub slots: SharedSlots,
+    /// `false`: observe only — a call that would be refused goes on as the app sent it.
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +241,18 @@ struct RawRule {
     #[serde(default)]
     chain_excludes: Vec<String>,
     max_depth: Option<usize>,
+    #[serde(default = "default_true")]
+    enforce: bool,
+}
+
+/// A request that needs no token (health, metrics, an agent card): a method (any when absent)
+/// and an exact path or a path prefix.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExempt {
+    method: Option<String>,
+    path: Option<String>,
+    path_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +293,10 @@ struct RawInbound {
     correlation: Option<RawCorrelation>,
     #[serde(default = "default_slots")]
     shared_slots: u32,
+    #[serde(default = "default_true")]
+    enforce: bool,
+    #[serde(default)]
+    exempt: Vec<RawExempt>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +313,8 @@ struct RawOutbound {
     cache_margin_seconds: u64,
     #[serde(default = "default_slots")]
     shared_slots: u32,
+    #[serde(default = "default_true")]
+    enforce: bool,
 }
 
 #[derive(Deserialize)]
@@ -477,6 +525,8 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         mcp,
         verified_cache_size: r.verified_cache_size,
         slots: shared_slots(r.shared_slots)?,
+        enforce: r.enforce,
+        exempt: exempt(r.exempt)?,
         sender_binding,
         correlation: Correlation { record: correlation.record, x_request_id: correlation.x_request_id },
     })
@@ -540,7 +590,29 @@ fn rule(i: usize, r: RawRule) -> Result<Rule, ConfigError> {
         chain_includes: r.chain_includes,
         chain_excludes: r.chain_excludes,
         max_depth: r.max_depth,
+        enforce: r.enforce,
     })
+}
+
+fn exempt(raw: Vec<RawExempt>) -> Result<Vec<Exempt>, ConfigError> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let f = |n: &str| format!("exempt[{i}].{n}");
+            if let Some(m) = &e.method {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return err(&f("method"), "must be an upper-case HTTP method");
+                }
+            }
+            let path = match (e.path, e.path_prefix) {
+                (Some(p), None) if p.starts_with('/') => ExemptPath::Exact(p),
+                (None, Some(p)) if p.starts_with('/') && p != "/" => ExemptPath::Prefix(p),
+                (None, Some(_)) => return err(&f("path_prefix"), "must start with / and not be / alone (that exempts everything)"),
+                _ => return err(&f("path"), "give exactly one of path and path_prefix, starting with /"),
+            };
+            Ok(Exempt { method: e.method, path })
+        })
+        .collect()
 }
 
 fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
@@ -587,6 +659,7 @@ fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
         act_as_self,
         cache_margin_secs: r.cache_margin_seconds,
         slots: shared_slots(r.shared_slots)?,
+        enforce: r.enforce,
     })
 }
 
@@ -645,6 +718,9 @@ mod tests {
             (IN.replace("\"rules\"", "\"mcp\":{\"max_batch\":0},\"rules\""), "mcp.max_batch"),
             (IN.replace("\"rules\"", "\"shared_slots\":8,\"rules\""), "shared_slots"),
             (IN.replace("\"rules\"", "\"sender_binding\":\"sometimes\",\"rules\""), "sender_binding"),
+            (IN.replace("\"rules\"", "\"exempt\":[{\"path_prefix\":\"/\"}],\"rules\""), "exempt[0].path_prefix"),
+            (IN.replace("\"rules\"", "\"exempt\":[{\"path\":\"/a\",\"path_prefix\":\"/b\"}],\"rules\""), "exempt[0].path"),
+            (IN.replace("\"rules\"", "\"exempt\":[{\"method\":\"get\",\"path\":\"/healthz\"}],\"rules\""), "exempt[0].method"),
             (IN.replace("\"rules\"", "\"correlation\":{\"record\":false,\"x_request_id\":true},\"rules\""), "correlation.x_request_id"),
             (IN.replace("{\"issuer\":\"https://idp\",\"sub\":\"user1\"}", "\"user1\""), "rules[0].originators[0]: name the person"),
             (OUT.replace("\"investigation-agent\"", "{\"aud\":\"investigation-agent\"}"), "destinations.investigation"),

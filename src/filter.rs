@@ -33,6 +33,8 @@ pub enum Verdict {
     /// Forward with this `Authorization` value.
     Forward(String),
     Refuse(LocalReply),
+    /// Observe-only: forward the request as the app sent it.
+    Unchanged,
 }
 
 /// Applies a verdict to the request the host currently addresses.
@@ -40,12 +42,13 @@ pub fn apply<H: Host>(host: &mut H, verdict: &Verdict) {
     match verdict {
         Verdict::Forward(auth) => host.set_request_header("authorization", Some(auth)),
         Verdict::Refuse(r) => host.send_reply(r),
+        Verdict::Unchanged => {}
     }
 }
 
 /// One audit line per decision. Borrowed fields and no intermediate JSON tree: this is on the
 /// request path.
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, Clone)]
 struct AuditLine<'a> {
     kind: &'static str,
     direction: &'static str,
@@ -112,14 +115,11 @@ impl InboundFilter {
     /// here (never one the caller chose), handed to the app in `tracestate` (and `x-request-id`
     /// when configured). A caller's `tracestate` member of our name never reaches the app.
     fn correlate<H: Host>(&mut self, host: &mut H, headers: &[(String, String)], who: &Verified, token: &str, now: u64) {
-        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
         let corr = self.cfg.correlation;
         if !corr.record {
-            if correlation::has_member(&tracestate) {
-                host.set_request_header("tracestate", correlation::tracestate_without(&tracestate).as_deref());
-            }
             return;
         }
+        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
         let key = self.minter.borrow_mut().key();
         let agents = who.agents.join(",");
         let entry = cache::Entry {
@@ -148,6 +148,22 @@ impl InboundFilter {
         for (name, _) in headers.iter().filter(|(n, _)| identity::is_identity_header(n)) {
             host.set_request_header(name, None);
         }
+        // So is our `tracestate` member: a caller's is dropped (an accepted request gets a fresh one).
+        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
+        if correlation::has_member(&tracestate) {
+            host.set_request_header("tracestate", correlation::tracestate_without(&tracestate).as_deref());
+        }
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let method = find(":method").unwrap_or("");
+        let path = find(":path").unwrap_or("/");
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let json_rpc = self.cfg.mcp.as_ref().is_some_and(|m| method == "POST" && path.starts_with(&m.path_prefix));
+        // Health checks, metrics, agent cards: no token needed (never a JSON-RPC call).
+        if !json_rpc && self.cfg.exempt.iter().any(|e| e.matches(method, path)) {
+            host.count("actorchain.inbound.exempt");
+            return Action::Continue;
+        }
+        let enforce = self.cfg.enforce;
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         let now = host.now();
         let outcome = {
@@ -161,12 +177,9 @@ impl InboundFilter {
         };
         let (who, token) = match outcome {
             Outcome::Accepted { identity, token } => (identity, token),
-            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default()),
+            // Observe-only, a request without a valid token goes on with no identity at all.
+            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default(), enforce),
         };
-        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-        let method = find(":method").unwrap_or("");
-        let path = find(":path").unwrap_or("/");
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
         let about = AuditLine {
             sub: Some(&who.sub),
             chain: Some(&who.agents),
@@ -175,23 +188,33 @@ impl InboundFilter {
             ..AuditLine::default()
         };
         let peer = if self.cfg.sender_binding == SenderBinding::Off { None } else { host.peer_identity() };
-        if let Err(reply) = check_sender(&self.cfg, &who, peer.as_deref()) {
-            return refuse(host, "inbound", reply, about);
-        }
-        if let Some(kind) = self.revoked.borrow().set.matches(&who.handles()) {
-            let reply = reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str()));
-            return refuse(host, "inbound", reply, about);
-        }
-        if let Err(reply) = authorize(&self.cfg, &who, method, path) {
-            return refuse(host, "inbound", reply, about);
+        // The first check that fails decides, as it would when enforcing; observed, the request
+        // goes on with the identity its token verified.
+        let revoked = self.revoked.borrow().set.matches(&who.handles());
+        let denial = check_sender(&self.cfg, &who, peer.as_deref())
+            .err()
+            .map(|r| (r, enforce))
+            .or_else(|| {
+                revoked
+                    .map(|kind| (reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str())), enforce))
+            })
+            .or_else(|| authorize(&self.cfg, &who, method, path).err().map(|(r, rule_enforces)| (r, enforce && rule_enforces)));
+        let observed = denial.is_some();
+        if let Some((reply, enforced)) = denial {
+            if refuse(host, "inbound", reply, about.clone(), enforced) == Action::Pause {
+                return Action::Pause;
+            }
         }
         for (name, value) in identity::headers(&who) {
             host.set_request_header(name, Some(&value));
         }
         self.correlate(host, &headers, &who, token, now);
-        host.count("actorchain.inbound.accepted");
-        AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
-        if self.cfg.mcp.as_ref().is_some_and(|m| method == "POST" && path.starts_with(&m.path_prefix)) {
+        // Observed and let through, it was counted and logged as what enforcement would do.
+        if !observed {
+            host.count("actorchain.inbound.accepted");
+            AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
+        }
+        if json_rpc {
             self.body_wanted = true;
             self.who = Some(who);
         }
@@ -205,9 +228,10 @@ impl InboundFilter {
         if !self.body_wanted {
             return Action::Continue;
         }
+        let enforce = self.cfg.enforce;
         if body_size > mcp_cfg.max_body_bytes {
             self.body_wanted = false;
-            return refuse(host, "inbound", mcp::bad_body(mcp::BodyError::TooLarge), AuditLine::default());
+            return refuse(host, "inbound", mcp::bad_body(mcp::BodyError::TooLarge), AuditLine::default(), enforce);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -215,11 +239,12 @@ impl InboundFilter {
         self.body_wanted = false;
         let req = match mcp::parse(&host.request_body(body_size), &mcp_cfg) {
             Ok(r) => r,
-            Err(e) => return refuse(host, "inbound", mcp::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }),
+            Err(e) => return refuse(host, "inbound", mcp::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, enforce),
         };
         for call in &req.calls {
             if let Err(d) = authorize_mcp(&self.cfg.rules, who, call.method, &call.name) {
-                let scope = mcp_rule(&self.cfg.rules, call.method, &call.name).map(|r| r.scopes.to_string()).unwrap_or_default();
+                let rule = mcp_rule(&self.cfg.rules, call.method, &call.name);
+                let scope = rule.map(|r| r.scopes.to_string()).unwrap_or_default();
                 let about = AuditLine {
                     sub: Some(&who.sub),
                     chain: Some(&who.agents),
@@ -227,11 +252,18 @@ impl InboundFilter {
                     name: Some(&call.name),
                     ..AuditLine::default()
                 };
-                return refuse(host, "inbound", mcp::refusal(&req, call, &d, &scope), about);
+                // A batch is refused whole at its first refused call; observed, every call is judged.
+                if refuse(host, "inbound", mcp::refusal(&req, call, &d, &scope), about, enforce && rule.is_none_or(|r| r.enforce))
+                    == Action::Pause
+                {
+                    return Action::Pause;
+                }
+                continue;
             }
             host.count("actorchain.inbound.mcp_allowed");
         }
-        self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list;
+        // Observe-only changes nothing, answers included.
+        self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list && enforce;
         Action::Continue
     }
 
@@ -259,11 +291,31 @@ impl InboundFilter {
     }
 }
 
-fn refuse<H: Host>(host: &mut H, direction: &'static str, reply: LocalReply, about: AuditLine<'_>) -> Action {
-    host.count(&format!("actorchain.{direction}.refused.{}", reply.reason));
-    AuditLine { kind: "decision", direction, decision: "refused", reason: reply.reason, status: Some(reply.status), ..about }.emit(host);
-    host.send_reply(&reply);
-    Action::Pause
+/// A refusal: enforced, the reply is sent and the request stops; observed (`enforce` false), it is
+/// counted (`would_refuse.<reason>`) and logged exactly as it would have been, and the request
+/// goes on unchanged.
+fn refuse<H: Host>(host: &mut H, direction: &'static str, reply: LocalReply, about: AuditLine<'_>, enforce: bool) -> Action {
+    match record_refusal(host, direction, reply, about, enforce) {
+        Some(reply) => {
+            host.send_reply(&reply);
+            Action::Pause
+        }
+        None => Action::Continue,
+    }
+}
+
+/// Counts and logs a refusal, enforced or observed; the reply to send when it is enforced.
+fn record_refusal<H: Host>(
+    host: &mut H,
+    direction: &'static str,
+    reply: LocalReply,
+    about: AuditLine<'_>,
+    enforce: bool,
+) -> Option<LocalReply> {
+    let decision = if enforce { "refused" } else { "would_refuse" };
+    host.count(&format!("actorchain.{direction}.{decision}.{}", reply.reason));
+    AuditLine { kind: "decision", direction, decision, reason: reply.reason, status: Some(reply.status), ..about }.emit(host);
+    enforce.then_some(reply)
 }
 
 /// An outbound request waiting for an exchange (its own call, or one another request started).
@@ -304,31 +356,32 @@ impl OutboundFilter {
         let headers = host.request_headers();
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let cfg = Rc::clone(&self.cfg);
+        let enforce = cfg.enforce;
+        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
         let dest = match outbound::destination(&cfg, find(":authority").unwrap_or("")) {
             Ok(Some(d)) => d,
             Ok(None) => return Action::Continue,
-            Err(reply) => return refuse(host, "outbound", reply, AuditLine::default()),
+            Err(reply) => {
+                strip_key(host, &tracestate);
+                return refuse(host, "outbound", reply, AuditLine::default(), enforce);
+            }
         };
         let audience = dest.audience.as_str();
         let now = host.now();
         let about = || AuditLine { audience: Some(audience), ..AuditLine::default() };
-        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         // The correlation key is consulted only when the app sent no token itself.
         let recorded = match bearer(&auth) {
             Ok(None) => match self.continued(host, &tracestate, find("x-request-id"), now) {
                 Ok(r) => r,
-                Err(reply) => return refuse(host, "outbound", reply, about()),
+                Err(reply) => return refuse(host, "outbound", reply, about(), enforce),
             },
             _ => None,
         };
-        // The key is this workload's alone: it never leaves with the call.
-        if correlation::has_member(&tracestate) {
-            host.set_request_header("tracestate", correlation::tracestate_without(&tracestate).as_deref());
-        }
+        strip_key(host, &tracestate);
         let subject = match outbound::subject(&cfg, &auth, recorded) {
             Ok(s) => s,
-            Err(reply) => return refuse(host, "outbound", reply, about()),
+            Err(reply) => return refuse(host, "outbound", reply, about(), enforce),
         };
         let revoked = self.revoked.clone();
         let usable =
@@ -344,7 +397,7 @@ impl OutboundFilter {
         host.count("actorchain.outbound.cache_miss");
         let ask = match outbound::scope_to_ask(&subject, dest.scope.as_ref(), audience) {
             Ok(a) => a,
-            Err(reply) => return refuse(host, "outbound", reply, about()),
+            Err(reply) => return refuse(host, "outbound", reply, about(), enforce),
         };
         let leader = self.inflight.borrow_mut().join(&key, self.context_id);
         self.pending = Some(Pending { key: key.clone(), audience: audience.to_string(), leader });
@@ -359,7 +412,7 @@ impl OutboundFilter {
                 // Nobody else can be waiting yet: the join and this failure happen in one callback.
                 self.inflight.borrow_mut().finish(&key);
                 self.pending = None;
-                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about())
+                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about(), enforce)
             }
         }
     }
@@ -404,18 +457,12 @@ impl OutboundFilter {
                     // The STS knows of a revocation this worker has not seen yet: read the feed now.
                     self.revoked.borrow_mut().wanted = true;
                 }
-                host.count(&format!("actorchain.outbound.refused.{}", reply.reason));
-                let line = AuditLine {
-                    kind: "decision",
-                    direction: "outbound",
-                    decision: "refused",
-                    reason: reply.reason,
-                    status: Some(reply.status),
-                    audience: Some(&p.audience),
-                    ..AuditLine::default()
-                };
-                line.emit(host);
-                Verdict::Refuse(reply)
+                // Counted and logged as enforced or observed; the verdict reaches every waiter too.
+                let about = AuditLine { audience: Some(&p.audience), ..AuditLine::default() };
+                match record_refusal(host, "outbound", reply, about, self.cfg.enforce) {
+                    Some(reply) => Verdict::Refuse(reply),
+                    None => Verdict::Unchanged,
+                }
             }
         };
         (verdict, waiters)
@@ -441,11 +488,14 @@ impl OutboundFilter {
     /// they are refused rather than left hanging.
     pub fn on_done<H: Host>(&mut self, host: &mut H) {
         let Some(p) = self.pending.take().filter(|p| p.leader) else { return };
-        let verdict =
-            Verdict::Refuse(reply::unavailable("exchange_abandoned", "the exchange this request waited for was abandoned; retry"));
+        let verdict = if self.cfg.enforce {
+            Verdict::Refuse(reply::unavailable("exchange_abandoned", "the exchange this request waited for was abandoned; retry"))
+        } else {
+            Verdict::Unchanged
+        };
         for w in self.inflight.borrow_mut().finish(&p.key) {
             if host.switch_to(w) {
-                apply(host, &verdict);
+                finish(host, &verdict);
             }
         }
     }
@@ -454,7 +504,14 @@ impl OutboundFilter {
 /// Ends a paused outbound request, the one the host addresses.
 fn finish<H: Host>(host: &mut H, verdict: &Verdict) {
     apply(host, verdict);
-    if matches!(verdict, Verdict::Forward(_)) {
+    if !matches!(verdict, Verdict::Refuse(_)) {
         host.resume_request();
+    }
+}
+
+/// The key is this workload's alone: it never leaves with an outgoing call.
+fn strip_key<H: Host>(host: &mut H, tracestate: &[&str]) {
+    if correlation::has_member(tracestate) {
+        host.set_request_header("tracestate", correlation::tracestate_without(tracestate).as_deref());
     }
 }

@@ -145,10 +145,10 @@ pub fn check_sender(cfg: &InboundConfig, who: &Verified, peer: Option<&str>) -> 
 }
 
 /// Applies the first HTTP rule that matches `method` and `path`. A request no rule matches needs
-/// only a valid token.
-pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) -> Result<(), LocalReply> {
+/// only a valid token. A refusal says whether its rule enforces (`"enforce": false`: observe only).
+pub fn authorize(cfg: &InboundConfig, who: &Verified, method: &str, path: &str) -> Result<(), (LocalReply, bool)> {
     match http_rule(&cfg.rules, method, path) {
-        Some(rule) => rule.evaluate(who).map_err(|d| policy_refusal(&d, &rule.scopes.to_string())),
+        Some(rule) => rule.evaluate(who).map_err(|d| (policy_refusal(&d, &rule.scopes.to_string()), rule.enforce)),
         None => Ok(()),
     }
 }

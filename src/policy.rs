@@ -82,6 +82,9 @@ pub struct Rule {
     /// Agents that must not be anywhere in the chain.
     pub chain_excludes: Vec<String>,
     pub max_depth: Option<usize>,
+    /// `false`: the rule is observed, not enforced — what it would refuse is counted and logged
+    /// and the request goes on.
+    pub enforce: bool,
 }
 
 /// Why a rule refused: the rule's id and a stable reason.
@@ -177,6 +180,7 @@ mod tests {
             chain_includes: vec!["oncall-agent".into()],
             chain_excludes: vec!["monitoring-agent".into()],
             max_depth: Some(3),
+            enforce: true,
         }
     }
 

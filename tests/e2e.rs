@@ -90,6 +90,14 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!((s, b["error"].as_str(), b["reason"].as_str()), (401, Some("invalid_token"), Some("token_bad_base64")));
     let (s, b) = demo.call("oncall", "frontend", "/investigate", &[], scenario::tools_call("x")).await.unwrap();
     assert_eq!((s, b["reason"].as_str()), (401, Some("token_missing")));
+    // Probes and A2A discovery need no token (exempt paths), and carry no identity.
+    let mut conn = demo.ingress("oncall", "frontend").await.unwrap();
+    for path in ["/healthz", "/.well-known/agent-card.json"] {
+        let r = conn.request("GET", path, &[("x-actorchain-sub", "admin")], Vec::new()).await.unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(!r.body.contains("admin"), "{path}: {}", r.body);
+    }
+    assert_eq!(conn.request("GET", "/healthz/deeper", &[], Vec::new()).await.unwrap().status, 401);
     // Work that holds none of the scopes the MCP gateway may receive from this agent is refused at
     // the investigation agent's egress; nothing is asked of the STS.
     let narrow = demo.person_token("user1", "incidents:read", 600).unwrap();

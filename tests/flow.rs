@@ -605,3 +605,101 @@ fn tools_list_answers_show_only_the_callers_tools() {
     let v: serde_json::Value = serde_json::from_slice(&h.response).unwrap();
     assert_eq!(v["result"]["tools"], serde_json::json!([{"name": "read_logs"}]));
 }
+
+fn observing(extra: &str) -> InboundConfig {
+    let j = format!(
+        r#"{{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{{"cluster":"sts"}},{extra}
+            "mcp":{{"path_prefix":"/mcp"}},
+            "exempt":[{{"method":"GET","path":"/healthz"}},{{"path_prefix":"/.well-known/"}},{{"path_prefix":"/mcp/public"}}],
+            "rules":[{{"id":"tools","path_prefix":"/tools","scopes":["repo:write"]}},
+                     {{"id":"trial","path_prefix":"/trial","scopes":["admin"],"enforce":false}},
+                     {{"id":"create-pr","mcp_method":"tools/call","name":"create_pr","scopes":["repo:write"]}}]}}"#
+    );
+    let Config::Inbound(c) = Config::parse(j.as_bytes()).unwrap() else { unreachable!() };
+    c
+}
+
+#[test]
+fn observe_only_counts_and_logs_what_it_would_refuse_and_lets_everything_through() {
+    let shared = Rc::default();
+    let mut f = inbound_with(observing(r#""enforce":false,"#), Some(keyset()));
+    // No token at all, a garbled one, an expired one: through, with no identity, each counted.
+    for (auth, reason) in [(None, "token_missing"), (Some("Bearer garbage"), "token_malformed")] {
+        let mut h = Fake::with(&[(":path", "/tools"), ("x-actorchain-sub", "admin")], &shared);
+        if let Some(a) = auth {
+            h.headers.push(("authorization".into(), a.into()));
+        }
+        assert_eq!(f.on_request_headers(&mut h), Action::Continue, "{reason}");
+        assert!(h.replies.is_empty());
+        assert!(h.header("x-actorchain-sub").is_none(), "spoofed identity still stripped");
+        assert!(h.counts.contains(&format!("actorchain.inbound.would_refuse.{reason}")));
+        let audit: serde_json::Value = serde_json::from_str(h.audits.borrow().last().unwrap()).unwrap();
+        assert_eq!((audit["decision"].as_str(), audit["reason"].as_str()), (Some("would_refuse"), Some(reason)));
+    }
+    // A valid token a rule would refuse: through, with its verified identity.
+    let auth = format!("Bearer {}", token("mcp-gateway", "incidents:read", NOW + 60));
+    let mut h = Fake::with(&[(":path", "/tools"), ("authorization", &auth)], &shared);
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue);
+    assert_eq!(h.header("x-actorchain-sub"), Some("user1"));
+    assert!(h.counts.contains(&"actorchain.inbound.would_refuse.scope_missing".to_string()));
+    assert!(!h.counts.contains(&"actorchain.inbound.accepted".to_string()));
+    // An MCP call no rule allows goes on too.
+    let mut h = Fake::with(&[(":method", "POST"), (":path", "/mcp"), ("authorization", &auth)], &shared);
+    h.body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"drop_db"}}"#.to_vec();
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue);
+    let len = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, len, true), Action::Continue);
+    assert!(h.counts.contains(&"actorchain.inbound.would_refuse.no_rule".to_string()));
+}
+
+#[test]
+fn a_rule_can_be_observed_while_the_rest_is_enforced() {
+    let shared = Rc::default();
+    let mut f = inbound_with(observing(""), Some(keyset()));
+    let auth = format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60));
+    let mut trial = Fake::with(&[(":path", "/trial/x"), ("authorization", &auth)], &shared);
+    assert_eq!(f.on_request_headers(&mut trial), Action::Continue);
+    assert!(trial.counts.contains(&"actorchain.inbound.would_refuse.scope_missing".to_string()));
+    let mut none = Fake::with(&[(":path", "/trial/x")], &shared);
+    assert_eq!(f.on_request_headers(&mut none), Action::Pause, "a missing token is still refused");
+}
+
+#[test]
+fn exempt_paths_need_no_token_but_json_rpc_calls_are_always_judged() {
+    let shared = Rc::default();
+    let mut f = inbound_with(observing(""), Some(keyset()));
+    for (method, path) in [("GET", "/healthz"), ("GET", "/.well-known/agent-card.json"), ("GET", "/healthz?verbose=1")] {
+        let mut h = Fake::with(&[(":method", method), (":path", path), ("x_actorchain_sub", "admin")], &shared);
+        assert_eq!(f.on_request_headers(&mut h), Action::Continue, "{path}");
+        assert!(h.headers.iter().all(|(k, _)| k != "x_actorchain_sub"), "identity headers are stripped on exempt paths too");
+        assert!(h.counts.contains(&"actorchain.inbound.exempt".to_string()));
+    }
+    // Not exempt: another method, a longer path, and a JSON-RPC POST under an exempt prefix.
+    for (method, path) in [("POST", "/healthz"), ("GET", "/healthz/x"), ("POST", "/mcp/public/rpc")] {
+        let mut h = Fake::with(&[(":method", method), (":path", path)], &shared);
+        assert_eq!(f.on_request_headers(&mut h), Action::Pause, "{method} {path}");
+        assert_eq!(h.replies[0].reason, "token_missing");
+    }
+}
+
+#[test]
+fn outbound_observe_only_forwards_the_original_call_when_the_exchange_fails() {
+    let shared = Rc::default();
+    let cfg = Rc::new(OutboundConfig { enforce: false, ..outbound_cfg() });
+    let inflight = Rc::default();
+    let auth = format!("Bearer {}", token("investigation-agent", "repo:write", NOW + 60));
+    let req = [(":authority", "mcp"), ("authorization", auth.as_str())];
+    let mut f = OutboundFilter { cfg: cfg.clone(), revoked: Rc::default(), inflight, context_id: 1, pending: None };
+    let mut h = Fake::with(&req, &shared);
+    assert_eq!(f.on_request_headers(&mut h), Action::Pause, "it still exchanges, so the next hop can be observed");
+    let (v, _) = f.on_sts_reply(&mut h, Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed"}"#);
+    assert_eq!(v, Verdict::Unchanged);
+    assert!(h.counts.contains(&"actorchain.outbound.would_refuse.exchange_refused".to_string()));
+    // No subject and an unmapped destination: the call goes on as the app sent it.
+    for headers in [vec![(":authority", "mcp")], vec![(":authority", "elsewhere"), ("authorization", auth.as_str())]] {
+        let mut h = Fake::with(&headers, &shared);
+        let mut f = OutboundFilter { cfg: cfg.clone(), revoked: Rc::default(), inflight: Rc::default(), context_id: 2, pending: None };
+        assert_eq!(f.on_request_headers(&mut h), Action::Continue);
+        assert!(h.replies.is_empty());
+    }
+}

@@ -133,7 +133,15 @@ pub async fn serve(listener: TcpListener, name: String, next: Option<Next>, is_m
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let (name, next) = (name.clone(), next.clone());
-                async move { Ok::<_, Infallible>(if is_mcp { mcp(req).await } else { agent(name, next, req).await }) }
+                async move {
+                    Ok::<_, Infallible>(match (req.method().as_str(), req.uri().path()) {
+                        // What probes and A2A discovery ask for; the sidecars let them through untouched.
+                        ("GET", "/healthz") => reply(200, json!({"status": "ok", "received": received(&req)})),
+                        ("GET", "/.well-known/agent-card.json") => reply(200, json!({"name": name, "skills": []})),
+                        _ if is_mcp => mcp(req).await,
+                        _ => agent(name, next, req).await,
+                    })
+                }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
         });

@@ -125,6 +125,8 @@ pub struct Tuning {
     pub sender_binding: Option<&'static str>,
     /// The agents' inbound filters hand the correlation key over as `x-request-id` too.
     pub correlation_x_request_id: bool,
+    /// `false`: every filter observes only (`"enforce": false`).
+    pub enforce: Option<bool>,
     /// What the toy agents propagate to their next hop (the W3C trace context and `x-request-id`
     /// when `None`).
     pub app_propagates: Option<&'static [&'static str]>,
@@ -324,6 +326,11 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
     if let Some(mode) = spec.tuning.sender_binding {
         c["sender_binding"] = json!(mode);
     }
+    if let Some(enforce) = spec.tuning.enforce {
+        c["enforce"] = json!(enforce);
+    }
+    // Probes and discovery need no token.
+    c["exempt"] = json!([{"method": "GET", "path": "/healthz"}, {"method": "GET", "path": "/.well-known/agent-card.json"}]);
     if spec.tuning.correlation_x_request_id {
         c["correlation"] = json!({"x_request_id": true});
     }
@@ -361,6 +368,9 @@ pub fn outbound_plugin(spec: &SidecarSpec) -> Value {
         json!({"mode": "outbound", "agent": spec.identity, "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": destinations});
     if let Some(n) = spec.tuning.shared_slots {
         c["shared_slots"] = json!(n);
+    }
+    if let Some(enforce) = spec.tuning.enforce {
+        c["enforce"] = json!(enforce);
     }
     c
 }
@@ -660,16 +670,16 @@ impl Demo {
         Ok(())
     }
 
-    /// Whether the sidecar's worker judges tokens yet: a garbled one is refused as such (401), not
-    /// answered 503 `keys_not_loaded`. The fetch counter alone can run ahead of the worker: the
-    /// main thread's VM may fetch before the worker's has the keys.
+    /// Whether the sidecar's worker judges tokens yet: a garbled one is refused (or, observing,
+    /// would be) as malformed, not as `keys_not_loaded`. The fetch counter alone can run ahead of
+    /// the worker: the main thread's VM may fetch before the worker's has the keys.
     async fn judges_tokens(&self, w: &Workload) -> bool {
         let h = [("authorization", "Bearer readiness-probe")];
-        let answer = match self.tuning.ingress {
+        let _ = match self.tuning.ingress {
             Ingress::Plaintext => self.call_anonymous(w.name, false, "/", &h, Value::Null).await,
             _ => self.call(w.name, "frontend", "/", &h, Value::Null).await,
         };
-        matches!(answer, Ok((401, _)))
+        self.counter(w, "token_malformed").await > 0
     }
 
     fn envoy(&self, name: &str) -> Option<&Envoy> {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod pg;
 pub mod registry;
 pub mod revocations;
+pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod svid;

@@ -43,6 +43,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LedgerCmd,
     },
+    /// Observe-only rollout: what the sidecars would have refused, by direction, caller,
+    /// destination and reason, read from their Envoy logs.
+    WouldRefuse {
+        /// Envoy log files of sidecars running with `"enforce": false`.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+    },
     /// Development trust domain and tokens.
     Dev {
         #[command(subcommand)]
@@ -133,6 +140,14 @@ fn main() {
             .and_then(|text| actorchain_sts::pg::PgRegistry::open(&db)?.put(&text, false))
             .map(|_| println!("{}: stored in {}", file.display(), actorchain_sts::pg::redact(&db))),
         Cmd::Ledger { cmd } => run_ledger(cmd),
+        Cmd::WouldRefuse { logs } => logs
+            .iter()
+            .map(|log| std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display())))
+            .collect::<Result<Vec<String>, String>>()
+            .map(|texts| {
+                let counts = actorchain_sts::rollout::would_refuse(texts.iter().flat_map(|t| t.lines()));
+                print!("{}", actorchain_sts::rollout::render(&counts));
+            }),
         Cmd::Dev { cmd } => run_dev(cmd),
     };
     if let Err(e) = result {
