@@ -94,6 +94,8 @@ pub struct InboundConfig {
     pub people: Vec<Person>,
     pub rules: Vec<Rule>,
     pub mcp: Option<McpConfig>,
+    /// Where A2A requests are inspected (`filter_tools_list` unused).
+    pub a2a: Option<McpConfig>,
     /// Verified tokens remembered per worker; 0 turns the cache off.
     pub verified_cache_size: usize,
     /// Refuse a token presented by another workload than its current actor's.
@@ -228,6 +230,8 @@ struct RawRule {
     path_prefix: Option<String>,
     mcp_method: Option<String>,
     name: Option<String>,
+    a2a_method: Option<String>,
+    skill: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
@@ -268,6 +272,22 @@ struct RawMcp {
     filter_tools_list: bool,
 }
 
+/// Where A2A (agent-to-agent JSON-RPC) requests are judged, and their bounds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawA2a {
+    #[serde(default = "default_a2a_prefix")]
+    path_prefix: String,
+    #[serde(default = "default_mcp_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_mcp_batch")]
+    max_batch: usize,
+}
+
+fn default_a2a_prefix() -> String {
+    "/a2a".into()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInbound {
@@ -287,6 +307,7 @@ struct RawInbound {
     #[serde(default)]
     rules: Vec<RawRule>,
     mcp: Option<RawMcp>,
+    a2a: Option<RawA2a>,
     #[serde(default = "default_verified_cache")]
     verified_cache_size: usize,
     sender_binding: Option<serde_json::Value>,
@@ -492,26 +513,13 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
     for (i, raw) in r.rules.into_iter().enumerate() {
         rules.push(rule(i, raw)?);
     }
-    let mcp = match r.mcp {
-        None => None,
-        Some(m) => {
-            if !m.path_prefix.starts_with('/') {
-                return err("mcp.path_prefix", "must start with /");
-            }
-            if !(1..=1 << 20).contains(&m.max_body_bytes) {
-                return err("mcp.max_body_bytes", "must be between 1 and 1048576");
-            }
-            if !(1..=1000).contains(&m.max_batch) {
-                return err("mcp.max_batch", "must be between 1 and 1000");
-            }
-            Some(McpConfig {
-                path_prefix: m.path_prefix,
-                max_body_bytes: m.max_body_bytes,
-                max_batch: m.max_batch,
-                filter_tools_list: m.filter_tools_list,
-            })
+    let mcp = r.mcp.map(|m| rpc_bounds("mcp", m.path_prefix, m.max_body_bytes, m.max_batch, m.filter_tools_list)).transpose()?;
+    let a2a = r.a2a.map(|a| rpc_bounds("a2a", a.path_prefix, a.max_body_bytes, a.max_batch, false)).transpose()?;
+    if let (Some(m), Some(a)) = (&mcp, &a2a) {
+        if m.path_prefix.starts_with(&a.path_prefix) || a.path_prefix.starts_with(&m.path_prefix) {
+            return err("a2a.path_prefix", "must not overlap mcp.path_prefix");
         }
-    };
+    }
     Ok(InboundConfig {
         issuer: r.issuer,
         audience: r.audience,
@@ -523,6 +531,7 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         people,
         rules,
         mcp,
+        a2a,
         verified_cache_size: r.verified_cache_size,
         slots: shared_slots(r.shared_slots)?,
         enforce: r.enforce,
@@ -532,9 +541,43 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
     })
 }
 
+/// The bounds of one JSON-RPC protocol's inspection; errors name `section`'s fields.
+fn rpc_bounds(
+    section: &str,
+    path_prefix: String,
+    max_body_bytes: usize,
+    max_batch: usize,
+    filter_tools_list: bool,
+) -> Result<McpConfig, ConfigError> {
+    if !path_prefix.starts_with('/') || path_prefix == "/" {
+        return err(&format!("{section}.path_prefix"), "must start with / and not be / alone");
+    }
+    if !(1..=1 << 20).contains(&max_body_bytes) {
+        return err(&format!("{section}.max_body_bytes"), "must be between 1 and 1048576");
+    }
+    if !(1..=1000).contains(&max_batch) {
+        return err(&format!("{section}.max_batch"), "must be between 1 and 1000");
+    }
+    Ok(McpConfig { path_prefix, max_body_bytes, max_batch, filter_tools_list })
+}
+
 fn rule(i: usize, r: RawRule) -> Result<Rule, ConfigError> {
     let f = |n: &str| format!("rules[{i}].{n}");
+    if let (Some(method), None, None, None) = (&r.a2a_method, &r.path_prefix, &r.mcp_method, &r.name) {
+        if r.method.is_some() || !method.bytes().all(|b| b.is_ascii_graphic()) || method.is_empty() {
+            return err(&f("a2a_method"), "an A2A JSON-RPC method (message/send, tasks/*...), without method or path_prefix");
+        }
+    }
     let target = match (r.path_prefix, r.mcp_method, r.name) {
+        _ if r.a2a_method.is_some() => {
+            let (Some(method), None) = (r.a2a_method, &r.method) else { return err(&f("a2a_method"), "not with method") };
+            let skill = r.skill.unwrap_or_else(|| "*".into());
+            if skill.is_empty() {
+                return err(&f("skill"), "must name a skill (a trailing * matches a prefix; * any, none included)");
+            }
+            Target::A2a { method: Pattern(method), skill: Pattern(skill) }
+        }
+        (_, _, _) if r.skill.is_some() => return err(&f("skill"), "only with a2a_method"),
         (Some(prefix), None, None) => {
             if !prefix.starts_with('/') {
                 return err(&f("path_prefix"), "must start with /");
@@ -555,7 +598,7 @@ fn rule(i: usize, r: RawRule) -> Result<Rule, ConfigError> {
             }
             Target::Mcp { method, name: Pattern(name) }
         }
-        _ => return err(&f("path_prefix"), "a rule has either path_prefix (and method), or mcp_method and name"),
+        _ => return err(&f("path_prefix"), "a rule has either path_prefix (and method), mcp_method and name, or a2a_method (and skill)"),
     };
     let scopes = ScopeSet::from_tokens(r.scopes.iter().map(String::as_str)).or_else(|_| err(&f("scopes"), "not valid scope tokens"))?;
     let mut originators = Vec::with_capacity(r.originators.len());
@@ -718,6 +761,9 @@ mod tests {
             (IN.replace("\"rules\"", "\"mcp\":{\"max_batch\":0},\"rules\""), "mcp.max_batch"),
             (IN.replace("\"rules\"", "\"shared_slots\":8,\"rules\""), "shared_slots"),
             (IN.replace("\"rules\"", "\"sender_binding\":\"sometimes\",\"rules\""), "sender_binding"),
+            (IN.replace("\"method\":\"POST\",\"path_prefix\":\"/mcp\"", "\"skill\":\"x\",\"path_prefix\":\"/mcp\""), "rules[0].skill"),
+            (IN.replace("\"path_prefix\":\"/mcp\"", "\"a2a_method\":\"message/send\""), "rules[0].a2a_method"),
+            (IN.replace("\"rules\"", "\"mcp\":{},\"a2a\":{\"path_prefix\":\"/mcp/a2a\"},\"rules\""), "a2a.path_prefix"),
             (IN.replace("\"rules\"", "\"exempt\":[{\"path_prefix\":\"/\"}],\"rules\""), "exempt[0].path_prefix"),
             (IN.replace("\"rules\"", "\"exempt\":[{\"path\":\"/a\",\"path_prefix\":\"/b\"}],\"rules\""), "exempt[0].path"),
             (IN.replace("\"rules\"", "\"exempt\":[{\"method\":\"get\",\"path\":\"/healthz\"}],\"rules\""), "exempt[0].method"),

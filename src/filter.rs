@@ -13,12 +13,12 @@ use crate::correlation::{self, Carrier, Minter};
 use crate::host::Host;
 use crate::identity::{self, Verified};
 use crate::inbound::{authenticate, authorize, check_sender, Outcome};
-use crate::mcp;
 use crate::outbound;
-use crate::policy::{authorize_mcp, mcp_rule, McpMethod};
+use crate::policy::{authorize_rpc, rpc_rule, McpMethod, RpcMethod};
 use crate::reply::{self, LocalReply};
 use crate::revocation_feed::Revocations;
 use crate::root::Jwks;
+use crate::rpc::{self, Protocol};
 use crate::singleflight::Inflight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +87,12 @@ pub struct InboundFilter {
     pub cfg: Rc<InboundConfig>,
     pub jwks: Rc<RefCell<Jwks>>,
     pub revoked: Rc<RefCell<Revocations>>,
-    /// The caller, kept from the headers for judging an MCP body and trimming its answer.
+    /// The caller, kept from the headers for judging a JSON-RPC body and trimming its answer.
     who: Option<Verified>,
-    /// The request is MCP: its body must be read before it goes on.
+    /// The request is MCP or A2A: its body must be read before it goes on.
     pub body_wanted: bool,
+    /// Which of the two it speaks.
+    protocol: Protocol,
     /// The request lists tools: the answer is trimmed to the caller's tools.
     filter_list: bool,
     /// This worker's correlation keys.
@@ -101,7 +103,17 @@ pub struct InboundFilter {
 
 impl InboundFilter {
     pub fn new(cfg: Rc<InboundConfig>, jwks: Rc<RefCell<Jwks>>, revoked: Rc<RefCell<Revocations>>, minter: Rc<RefCell<Minter>>) -> Self {
-        InboundFilter { cfg, jwks, revoked, who: None, body_wanted: false, filter_list: false, minter, recorded: None }
+        InboundFilter {
+            cfg,
+            jwks,
+            revoked,
+            who: None,
+            body_wanted: false,
+            protocol: Protocol::Mcp,
+            filter_list: false,
+            minter,
+            recorded: None,
+        }
     }
 
     /// The request is over: its record goes with it, so no later call can continue it.
@@ -157,9 +169,14 @@ impl InboundFilter {
         let method = find(":method").unwrap_or("");
         let path = find(":path").unwrap_or("/");
         let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let json_rpc = self.cfg.mcp.as_ref().is_some_and(|m| method == "POST" && path.starts_with(&m.path_prefix));
+        let under = |c: &Option<crate::config::McpConfig>| c.as_ref().is_some_and(|c| method == "POST" && path.starts_with(&c.path_prefix));
+        let json_rpc = match (under(&self.cfg.mcp), under(&self.cfg.a2a)) {
+            (true, _) => Some(Protocol::Mcp),
+            (_, true) => Some(Protocol::A2a),
+            _ => None,
+        };
         // Health checks, metrics, agent cards: no token needed (never a JSON-RPC call).
-        if !json_rpc && self.cfg.exempt.iter().any(|e| e.matches(method, path)) {
+        if json_rpc.is_none() && self.cfg.exempt.iter().any(|e| e.matches(method, path)) {
             host.count("actorchain.inbound.exempt");
             return Action::Continue;
         }
@@ -214,36 +231,41 @@ impl InboundFilter {
             host.count("actorchain.inbound.accepted");
             AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
         }
-        if json_rpc {
+        if let Some(protocol) = json_rpc {
+            self.protocol = protocol;
             self.body_wanted = true;
             self.who = Some(who);
         }
         Action::Continue
     }
 
-    /// The body of an MCP request: every tool, resource or prompt it names must be allowed to
-    /// this caller by the first rule for it.
+    /// The body of an MCP or A2A request: every tool, resource, prompt or A2A method and skill it
+    /// names must be allowed to this caller by the first rule for it.
     pub fn on_request_body<H: Host>(&mut self, host: &mut H, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(mcp_cfg), Some(who)) = (self.cfg.mcp.clone(), self.who.as_ref()) else { return Action::Continue };
+        let bounds = match self.protocol {
+            Protocol::Mcp => self.cfg.mcp.clone(),
+            Protocol::A2a => self.cfg.a2a.clone(),
+        };
+        let (Some(mcp_cfg), Some(who)) = (bounds, self.who.as_ref()) else { return Action::Continue };
         if !self.body_wanted {
             return Action::Continue;
         }
         let enforce = self.cfg.enforce;
         if body_size > mcp_cfg.max_body_bytes {
             self.body_wanted = false;
-            return refuse(host, "inbound", mcp::bad_body(mcp::BodyError::TooLarge), AuditLine::default(), enforce);
+            return refuse(host, "inbound", rpc::bad_body(rpc::BodyError::TooLarge), AuditLine::default(), enforce);
         }
         if !end_of_stream {
             return Action::Pause;
         }
         self.body_wanted = false;
-        let req = match mcp::parse(&host.request_body(body_size), &mcp_cfg) {
+        let req = match rpc::parse(&host.request_body(body_size), &mcp_cfg, self.protocol) {
             Ok(r) => r,
-            Err(e) => return refuse(host, "inbound", mcp::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, enforce),
+            Err(e) => return refuse(host, "inbound", rpc::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, enforce),
         };
         for call in &req.calls {
-            if let Err(d) = authorize_mcp(&self.cfg.rules, who, call.method, &call.name) {
-                let rule = mcp_rule(&self.cfg.rules, call.method, &call.name);
+            if let Err(d) = authorize_rpc(&self.cfg.rules, who, &call.method, &call.name) {
+                let rule = rpc_rule(&self.cfg.rules, &call.method, &call.name);
                 let scope = rule.map(|r| r.scopes.to_string()).unwrap_or_default();
                 let about = AuditLine {
                     sub: Some(&who.sub),
@@ -253,14 +275,17 @@ impl InboundFilter {
                     ..AuditLine::default()
                 };
                 // A batch is refused whole at its first refused call; observed, every call is judged.
-                if refuse(host, "inbound", mcp::refusal(&req, call, &d, &scope), about, enforce && rule.is_none_or(|r| r.enforce))
+                if refuse(host, "inbound", rpc::refusal(&req, call, &d, &scope), about, enforce && rule.is_none_or(|r| r.enforce))
                     == Action::Pause
                 {
                     return Action::Pause;
                 }
                 continue;
             }
-            host.count("actorchain.inbound.mcp_allowed");
+            host.count(match self.protocol {
+                Protocol::Mcp => "actorchain.inbound.mcp_allowed",
+                Protocol::A2a => "actorchain.inbound.a2a_allowed",
+            });
         }
         // Observe-only changes nothing, answers included.
         self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list && enforce;
@@ -282,9 +307,9 @@ impl InboundFilter {
         }
         self.filter_list = false;
         let rules = &self.cfg.rules;
-        if let Some(trimmed) =
-            mcp::filter_tools_list(&host.response_body(body_size), |name| authorize_mcp(rules, who, McpMethod::ToolsCall, name).is_ok())
-        {
+        if let Some(trimmed) = rpc::filter_tools_list(&host.response_body(body_size), |name| {
+            authorize_rpc(rules, who, &RpcMethod::Mcp(McpMethod::ToolsCall), name).is_ok()
+        }) {
             host.set_response_body(body_size, &trimmed);
         }
         Action::Continue

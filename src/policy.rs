@@ -39,6 +39,14 @@ impl McpMethod {
     }
 }
 
+/// What a JSON-RPC call asks for: an MCP tool, resource or prompt, or an A2A method (its
+/// subject is the skill the message names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcMethod {
+    Mcp(McpMethod),
+    A2a(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Http {
@@ -49,6 +57,11 @@ pub enum Target {
     Mcp {
         method: McpMethod,
         name: Pattern,
+    },
+    /// An A2A JSON-RPC method (`message/send`, `tasks/*`...) and the skill the message names.
+    A2a {
+        method: Pattern,
+        skill: Pattern,
     },
 }
 
@@ -133,20 +146,25 @@ impl Rule {
 pub fn http_rule<'a>(rules: &'a [Rule], method: &str, path: &str) -> Option<&'a Rule> {
     rules.iter().find(|r| match &r.target {
         Target::Http { method: m, path_prefix } => m.as_deref().is_none_or(|m| m == method) && path.starts_with(path_prefix),
-        Target::Mcp { .. } => false,
+        Target::Mcp { .. } | Target::A2a { .. } => false,
     })
 }
 
-/// The first MCP rule for a named tool, resource or prompt; none means refused.
-pub fn mcp_rule<'a>(rules: &'a [Rule], method: McpMethod, name: &str) -> Option<&'a Rule> {
-    rules.iter().find(|r| matches!(&r.target, Target::Mcp { method: m, name: p } if *m == method && p.matches(name)))
+/// The first rule for a JSON-RPC call naming `name` (tool, resource, prompt or skill); none
+/// means refused.
+pub fn rpc_rule<'a>(rules: &'a [Rule], method: &RpcMethod, name: &str) -> Option<&'a Rule> {
+    rules.iter().find(|r| match (&r.target, method) {
+        (Target::Mcp { method: m, name: p }, RpcMethod::Mcp(want)) => m == want && p.matches(name),
+        (Target::A2a { method: m, skill }, RpcMethod::A2a(want)) => m.matches(want) && skill.matches(name),
+        _ => false,
+    })
 }
 
-/// Whether `who` may make this MCP call: the first rule for it must allow it.
-pub fn authorize_mcp(rules: &[Rule], who: &Verified, method: McpMethod, name: &str) -> Result<(), Denial> {
-    match mcp_rule(rules, method, name) {
+/// Whether `who` may make this JSON-RPC call: the first rule for it must allow it.
+pub fn authorize_rpc(rules: &[Rule], who: &Verified, method: &RpcMethod, name: &str) -> Result<(), Denial> {
+    match rpc_rule(rules, method, name) {
         Some(rule) => rule.evaluate(who),
-        None => Err(Denial { rule: String::new(), reason: "no_rule", detail: format!("no rule allows {name}") }),
+        None => Err(Denial { rule: String::new(), reason: "no_rule", detail: format!("no rule allows {name:?}") }),
     }
 }
 
@@ -216,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn a2a_rules_match_method_patterns_and_skills() {
+        let a2a = |id: &str, method: &str, skill: &str| Rule {
+            id: id.into(),
+            target: Target::A2a { method: Pattern(method.into()), skill: Pattern(skill.into()) },
+            scopes: ScopeSet::default(),
+            ..create_pr()
+        };
+        let rules = vec![a2a("send", "message/send", "investigate"), a2a("tasks", "tasks/*", "*")];
+        let send = RpcMethod::A2a("message/send".into());
+        assert_eq!(rpc_rule(&rules, &send, "investigate").map(|r| r.id.as_str()), Some("send"));
+        assert_eq!(rpc_rule(&rules, &send, "deploy"), None);
+        assert_eq!(rpc_rule(&rules, &RpcMethod::A2a("tasks/cancel".into()), "").map(|r| r.id.as_str()), Some("tasks"));
+        assert_eq!(rpc_rule(&rules, &RpcMethod::Mcp(McpMethod::ToolsCall), "investigate"), None, "protocols never mix");
+    }
+
+    #[test]
     fn finds_rules_by_target() {
         let http =
             Rule { id: "admin".into(), target: Target::Http { method: Some("POST".into()), path_prefix: "/admin".into() }, ..create_pr() };
@@ -224,10 +258,10 @@ mod tests {
         let rules = vec![http, create_pr(), any_read];
         assert_eq!(http_rule(&rules, "POST", "/admin/x").map(|r| r.id.as_str()), Some("admin"));
         assert_eq!(http_rule(&rules, "GET", "/admin/x"), None);
-        assert_eq!(mcp_rule(&rules, McpMethod::ToolsCall, "read_logs").map(|r| r.id.as_str()), Some("read"));
-        assert_eq!(mcp_rule(&rules, McpMethod::PromptsGet, "create_pr"), None);
+        assert_eq!(rpc_rule(&rules, &RpcMethod::Mcp(McpMethod::ToolsCall), "read_logs").map(|r| r.id.as_str()), Some("read"));
+        assert_eq!(rpc_rule(&rules, &RpcMethod::Mcp(McpMethod::PromptsGet), "create_pr"), None);
         let w = who("oncall-alice", &["oncall-agent", "investigation-agent"], "repo:write");
-        assert_eq!(authorize_mcp(&rules, &w, McpMethod::ToolsCall, "delete_repo").unwrap_err().reason, "no_rule");
+        assert_eq!(authorize_rpc(&rules, &w, &RpcMethod::Mcp(McpMethod::ToolsCall), "delete_repo").unwrap_err().reason, "no_rule");
         assert!(Pattern("*".into()).matches("anything"));
     }
 }

@@ -62,9 +62,10 @@ fn compose_runs_the_demo_topology_with_the_demos_commands() {
         let mut want = strings(&["actorchain-demo", "app", "--name", identity, "--listen", &format!("127.0.0.1:{POD_APP_PORT}")]);
         match CHAIN.get(i + 1) {
             Some((next, next_id)) => {
-                let path = if *next == "mcp-server" { "/mcp" } else { "/investigate" };
                 let egress = format!("127.0.0.1:{POD_EGRESS_PORT}");
-                want.extend(strings(&["--next-egress", &egress, "--next-authority", next_id, "--next-path", path]));
+                want.extend(strings(&["--next-egress", &egress, "--next-authority", next_id, "--next-path"]));
+                // Agents speak A2A to agents, MCP to the MCP server.
+                want.extend(strings(if *next == "mcp-server" { &["/mcp"][..] } else { &["/a2a", "--next-a2a"][..] }));
             }
             None => want.push("--mcp".into()),
         }

@@ -77,6 +77,16 @@ async fn oncall_chain_through_real_envoy_sidecars() {
     assert_eq!((r[3].status, r[3].body["reason"].as_str()), (401, Some("sender_mismatch")));
     assert_eq!((r[4].status, r[4].body["error"]["data"]["reason"].as_str()), (403, Some("scope_missing")), "{}", r[4].body);
     assert_eq!((r[5].status, r[5].body["error"]["data"]["reason"].as_str()), (403, Some("originator_not_allowed")), "{}", r[5].body);
+    // An A2A call refused by person and skill, with the JSON-RPC id of the A2A request.
+    assert_eq!(
+        (r[6].status, r[6].body["id"].as_i64(), r[6].body["error"]["data"]["rule"].as_str(), r[6].body["error"]["data"]["reason"].as_str()),
+        (403, Some(7), Some("escalate"), Some("originator_not_allowed")),
+        "{}",
+        r[6].body
+    );
+    // Hop 1 went over A2A, judged by its method and skill; user1 may escalate.
+    assert!(demo.counter(demo.workload("investigation").unwrap(), "a2a_allowed").await >= 1);
+    assert_eq!(scenario::escalation(&demo, &person).await.unwrap().status, 200);
     // The same token from the workload it was issued to is fine: the binding, not the token, refused.
     let mcp_auth = format!("Bearer {}", run.tokens[2]);
     let h = [("authorization", mcp_auth.as_str()), ("content-type", "application/json")];

@@ -25,6 +25,27 @@ pub struct Next {
     pub authority: String,
     pub path: String,
     pub propagates: &'static [&'static str],
+    /// The next hop is an agent spoken to over A2A: the work goes as a data part of
+    /// `message/send`, naming a skill (the work's `skill` member, else `investigate`).
+    pub a2a: bool,
+}
+
+/// The A2A `message/send` carrying `work` (JSON) for `skill`.
+fn a2a_message(work: &Value) -> Value {
+    let skill = work.get("skill").and_then(Value::as_str).unwrap_or("investigate");
+    json!({"jsonrpc": "2.0", "id": work.get("id").cloned().unwrap_or(json!(1)), "method": "message/send",
+           "params": {"message": {"role": "user", "messageId": "m-1", "parts": [{"kind": "data", "data": work}],
+                                  "metadata": {"skill": skill}}}})
+}
+
+/// The work an A2A `message/send` carries in its first data part; other bodies are the work.
+fn work_of(body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match v["params"]["message"]["parts"][0]["data"].clone() {
+        Value::Null => v,
+        work if v["method"] == "message/send" => work,
+        _ => v,
+    }
 }
 
 const SHOWN: [&str; 4] = ["authorization", "traceparent", "tracestate", "x-request-id"];
@@ -96,7 +117,9 @@ async fn agent(name: String, next: Option<Next>, req: Request<Incoming>) -> Resp
     };
     let mut headers: Vec<(&str, &str)> = trace.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     headers.push(("content-type", "application/json"));
-    match http(next.egress, "POST", &next.authority, &next.path, &headers, body.to_vec()).await {
+    let work = work_of(&body);
+    let out = if next.a2a { a2a_message(&work) } else { work };
+    match http(next.egress, "POST", &next.authority, &next.path, &headers, out.to_string().into_bytes()).await {
         Ok((status, b)) => {
             let downstream = serde_json::from_slice::<Value>(&b).unwrap_or_else(|_| json!(String::from_utf8_lossy(&b)));
             reply(status, json!({"agent": name, "received": seen, "downstream": {"status": status, "body": downstream}}))

@@ -38,6 +38,9 @@ enum Cmd {
         next_authority: Option<String>,
         #[arg(long, default_value = "/investigate")]
         next_path: String,
+        /// The next hop is an agent spoken to over A2A (`message/send`).
+        #[arg(long)]
+        next_a2a: bool,
     },
     /// Write each workload's Envoy configuration for a deployment where workloads reach each
     /// other by DNS name (docker compose): ingress on 0.0.0.0:15000, egress 127.0.0.1:15001, the
@@ -197,12 +200,13 @@ async fn attached(dev: PathBuf, sts: &str, ingress: Vec<(String, String)>, egres
 async fn main() {
     let result = match Cli::parse().cmd {
         None => local().await,
-        Some(Cmd::App { name, listen, mcp, next_egress, next_authority, next_path }) => {
+        Some(Cmd::App { name, listen, mcp, next_egress, next_authority, next_path, next_a2a }) => {
             let next = next_egress.zip(next_authority).map(|(egress, authority)| Next {
                 egress,
                 authority,
                 path: next_path,
                 propagates: apps::TRACE_CONTEXT,
+                a2a: next_a2a,
             });
             match tokio::net::TcpListener::bind(listen).await {
                 Ok(l) => {

@@ -74,10 +74,22 @@ pub async fn oncall(demo: &Demo, person_token: &str, extra: &[(&str, &str)]) -> 
 
 /// The on-call chain ending in `tool`, with exactly `headers` (besides the token) from the front end.
 pub async fn oncall_calling(demo: &Demo, person_token: &str, tool: &str, headers: &[(&str, &str)]) -> Result<Run, String> {
+    oncall_with(demo, person_token, tools_call(tool), headers).await
+}
+
+/// The on-call chain with the on-call agent asking the investigation agent (over A2A) for the
+/// `escalate` skill rather than `investigate`.
+pub async fn escalation(demo: &Demo, person_token: &str) -> Result<Run, String> {
+    let mut work = tools_call("create_pr");
+    work["skill"] = json!("escalate");
+    oncall_with(demo, person_token, work, &[]).await
+}
+
+async fn oncall_with(demo: &Demo, person_token: &str, work: Value, headers: &[(&str, &str)]) -> Result<Run, String> {
     let auth = format!("Bearer {person_token}");
     let mut all = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
     all.extend_from_slice(headers);
-    let (status, response) = demo.call("oncall", "frontend", "/investigate", &all, tools_call(tool)).await?;
+    let (status, response) = demo.call("oncall", "frontend", "/investigate", &all, work).await?;
     Ok(Run::from_response(status, response))
 }
 
@@ -133,6 +145,8 @@ pub async fn refusals(demo: &Demo, investigation_token: &str, mcp_token: &str) -
     let narrowed = oncall_calling(demo, &user1, "list_incidents", &[]).await?;
     let partner = demo.partner_person_token("user1", "incidents:read repo:read repo:write", 600)?;
     let stranger = oncall_calling(demo, &partner, "create_pr", &[]).await?;
+    let user2 = demo.person_token("user2", "incidents:read repo:read repo:write", 600)?;
+    let escalated = escalation(demo, &user2).await?;
     Ok(vec![
         Refusal { what: "the investigation agent's token replayed straight to the MCP server (another audience)", status: s1, body: b1 },
         Refusal { what: "the same token used by the on-call agent, to whom it was not addressed", status: s2, body: b2 },
@@ -151,6 +165,11 @@ pub async fn refusals(demo: &Demo, investigation_token: &str, mcp_token: &str) -
             what: "the partner IdP's user1 asking to open a PR (another person than our user1)",
             status: stranger.status,
             body: deepest(&stranger.response).clone(),
+        },
+        Refusal {
+            what: "user2's work sent to the investigation agent over A2A for the escalate skill (user1's sessions only)",
+            status: escalated.status,
+            body: deepest(&escalated.response).clone(),
         },
     ])
 }

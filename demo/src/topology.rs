@@ -334,6 +334,17 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
     if spec.tuning.correlation_x_request_id {
         c["correlation"] = json!({"x_request_id": true});
     }
+    if spec.workload == "investigation" {
+        // The on-call agent hands work over A2A: investigating, for anyone's session; escalating,
+        // only for user1's (the incident commander).
+        c["a2a"] = json!({"path_prefix": "/a2a"});
+        c["rules"] = json!([
+            {"id": "investigate", "a2a_method": "message/send", "skill": "investigate", "actors": ["oncall-agent"]},
+            {"id": "escalate", "a2a_method": "message/send", "skill": "escalate", "actors": ["oncall-agent"],
+             "originators": [{"issuer": dev::IDP_ISSUER, "sub": "user1"}]},
+            {"id": "tasks", "a2a_method": "tasks/*", "actors": ["oncall-agent"]}
+        ]);
+    }
     if spec.workload == "mcp-server" {
         // It calls no one: nothing to record for an outbound side.
         c["correlation"] = json!({"record": false});
@@ -601,7 +612,9 @@ impl Demo {
             let next = demo.workloads.get(i + 1).map(|n| Next {
                 egress: w.egress,
                 authority: n.identity.to_string(),
-                path: if n.name == "mcp-server" { "/mcp".into() } else { "/investigate".into() },
+                // The on-call agent speaks A2A to the investigation agent, which speaks MCP.
+                path: if n.name == "mcp-server" { "/mcp".into() } else { "/a2a".into() },
+                a2a: n.name != "mcp-server",
                 propagates: demo.tuning.app_propagates.unwrap_or(apps::TRACE_CONTEXT),
             });
             tokio::spawn(apps::serve(listener, w.identity.to_string(), next, w.name == "mcp-server"));

@@ -1,11 +1,12 @@
-//! MCP over streamable HTTP (JSON-RPC 2.0): what a request body asks for, refusals as JSON-RPC
-//! errors, and trimming `tools/list` answers. Bodies are bounded in size, depth and batch length;
-//! malformed input gets a JSON-RPC error and never a panic.
+//! JSON-RPC 2.0 request bodies of the two agent protocols: MCP over streamable HTTP (tools,
+//! resources, prompts) and A2A (agent to agent: `message/send`, `tasks/get`...). What a body asks
+//! for, refusals as JSON-RPC errors, and trimming `tools/list` answers. Bodies are bounded in
+//! size, depth and batch length; malformed input gets a JSON-RPC error and never a panic.
 
 use serde_json::{json, Value};
 
 use crate::config::McpConfig;
-use crate::policy::{Denial, McpMethod};
+use crate::policy::{Denial, McpMethod, RpcMethod};
 use crate::reply::{self, LocalReply};
 
 /// Deepest JSON nesting read from a request body.
@@ -13,13 +14,30 @@ const MAX_BODY_DEPTH: usize = 64;
 /// JSON-RPC error code for a call the policy refuses (implementation-defined server error range).
 const FORBIDDEN: i64 = -32001;
 
+/// Which protocol a body speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Mcp,
+    A2a,
+}
+
 /// One call in the body that names something to authorize.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     /// `None` for a notification.
     pub id: Option<Value>,
-    pub method: McpMethod,
+    pub method: RpcMethod,
+    /// The tool or prompt name, resource URI, or A2A skill (`""` when the message names none).
     pub name: String,
+}
+
+/// The skill an A2A request names: `params.metadata.skill`, or the message's
+/// `params.message.metadata.skill` (A2A leaves skill selection to metadata; this is ours).
+fn a2a_skill(params: Option<&Value>) -> &str {
+    fn skill(v: Option<&Value>) -> Option<&str> {
+        v?.get("metadata")?.get("skill")?.as_str()
+    }
+    skill(params).or_else(|| skill(params.and_then(|p| p.get("message")))).unwrap_or("")
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -38,7 +56,7 @@ pub enum BodyError {
     Invalid(&'static str),
 }
 
-pub fn parse(body: &[u8], cfg: &McpConfig) -> Result<Request, BodyError> {
+pub fn parse(body: &[u8], cfg: &McpConfig, protocol: Protocol) -> Result<Request, BodyError> {
     if body.len() > cfg.max_body_bytes {
         return Err(BodyError::TooLarge);
     }
@@ -63,6 +81,11 @@ pub fn parse(body: &[u8], cfg: &McpConfig) -> Result<Request, BodyError> {
         // Responses and results sent by the client (no `method`) name nothing to authorize.
         let Some(method) = obj.get("method") else { continue };
         let Some(method) = method.as_str() else { return Err(BodyError::Invalid("method must be a string")) };
+        if protocol == Protocol::A2a {
+            // Every A2A request is judged: by its method and the skill it names.
+            req.calls.push(Call { id, method: RpcMethod::A2a(method.to_string()), name: a2a_skill(obj.get("params")).to_string() });
+            continue;
+        }
         if method == "tools/list" {
             req.lists_tools = true;
         }
@@ -71,7 +94,7 @@ pub fn parse(body: &[u8], cfg: &McpConfig) -> Result<Request, BodyError> {
         let Some(name) = obj.get("params").and_then(|p| p.get(field)).and_then(Value::as_str) else {
             return Err(BodyError::Invalid("params must name the tool, resource or prompt"));
         };
-        req.calls.push(Call { id, method: m, name: name.to_string() });
+        req.calls.push(Call { id, method: RpcMethod::Mcp(m), name: name.to_string() });
     }
     Ok(req)
 }
@@ -128,17 +151,31 @@ mod tests {
     #[test]
     fn reads_calls_batches_and_notifications() {
         let one = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_pr"}}"#;
-        let r = parse(one, &cfg()).unwrap();
-        assert_eq!(r.calls, vec![Call { id: Some(json!(7)), method: McpMethod::ToolsCall, name: "create_pr".into() }]);
+        let r = parse(one, &cfg(), Protocol::Mcp).unwrap();
+        assert_eq!(r.calls, vec![Call { id: Some(json!(7)), method: RpcMethod::Mcp(McpMethod::ToolsCall), name: "create_pr".into() }]);
         let batch = br#"[{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}},
                          {"jsonrpc":"2.0","method":"prompts/get","params":{"name":"p"}},
                          {"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#;
-        let r = parse(batch, &cfg()).unwrap();
+        let r = parse(batch, &cfg(), Protocol::Mcp).unwrap();
         assert!(r.batch && r.lists_tools);
         assert_eq!(r.calls.len(), 2);
         assert_eq!(r.calls[1].id, None, "a notification has no id");
         assert_eq!(r.ids, vec![json!("a"), json!(2)]);
-        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#, &cfg()).unwrap().calls.is_empty());
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#, &cfg(), Protocol::Mcp).unwrap().calls.is_empty());
+    }
+
+    #[test]
+    fn reads_a2a_methods_and_skills() {
+        let send = br#"{"jsonrpc":"2.0","id":"m1","method":"message/send","params":{"message":{"role":"user","parts":[],"metadata":{"skill":"investigate"}}}}"#;
+        let r = parse(send, &cfg(), Protocol::A2a).unwrap();
+        assert_eq!(
+            r.calls,
+            vec![Call { id: Some(json!("m1")), method: RpcMethod::A2a("message/send".into()), name: "investigate".into() }]
+        );
+        let get = br#"{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"id":"t1"}}"#;
+        assert_eq!(parse(get, &cfg(), Protocol::A2a).unwrap().calls[0].name, "", "no skill named");
+        let top = br#"{"jsonrpc":"2.0","id":3,"method":"message/stream","params":{"metadata":{"skill":"triage"},"message":{}}}"#;
+        assert_eq!(parse(top, &cfg(), Protocol::A2a).unwrap().calls[0].name, "triage");
     }
 
     #[test]
@@ -155,11 +192,11 @@ mod tests {
             ),
             (br#"{"jsonrpc":"2.0","id":1,"method":7}"#, BodyError::Invalid("method must be a string")),
         ] {
-            assert_eq!(parse(body, &cfg()), Err(e), "{}", String::from_utf8_lossy(body));
+            assert_eq!(parse(body, &cfg(), Protocol::Mcp), Err(e), "{}", String::from_utf8_lossy(body));
         }
-        assert_eq!(parse(&[b'['; 2000], &cfg()), Err(BodyError::TooLarge));
+        assert_eq!(parse(&[b'['; 2000], &cfg(), Protocol::Mcp), Err(BodyError::TooLarge));
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
-        assert_eq!(parse(deep.as_bytes(), &McpConfig { max_body_bytes: 4096, ..cfg() }), Err(BodyError::Parse));
+        assert_eq!(parse(deep.as_bytes(), &McpConfig { max_body_bytes: 4096, ..cfg() }, Protocol::Mcp), Err(BodyError::Parse));
         let r = bad_body(BodyError::Parse);
         assert_eq!(r.status, 400);
         assert!(r.body.contains("-32700"));
@@ -167,7 +204,7 @@ mod tests {
 
     #[test]
     fn refusals_are_json_rpc_errors_with_the_request_id() {
-        let req = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_pr"}}"#, &cfg()).unwrap();
+        let req = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_pr"}}"#, &cfg(), Protocol::Mcp).unwrap();
         let d =
             Denial { rule: "create-pr".into(), reason: "chain_missing_agent", detail: "the chain must pass through oncall-agent".into() };
         let r = refusal(&req, &req.calls[0], &d, "repo:write");
