@@ -207,13 +207,12 @@ impl InboundFilter {
         let peer = if self.cfg.sender_binding == SenderBinding::Off { None } else { host.peer_identity() };
         // The first check that fails decides, as it would when enforcing; observed, the request
         // goes on with the identity its token verified.
-        let revoked = self.revoked.borrow().set.matches(&who.handles());
         let denial = check_sender(&self.cfg, &who, peer.as_deref())
             .err()
             .map(|r| (r, enforce))
             .or_else(|| {
-                revoked
-                    .map(|kind| (reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str())), enforce))
+                let kind = self.revoked.borrow().set.matches(&who.handles())?;
+                Some((reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str())), enforce))
             })
             .or_else(|| authorize(&self.cfg, &who, method, path).err().map(|(r, rule_enforces)| (r, enforce && rule_enforces)));
         let observed = denial.is_some();

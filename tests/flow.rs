@@ -10,7 +10,6 @@ use actorchain::config::{Config, InboundConfig, OutboundConfig, SenderBinding};
 use actorchain::correlation::{self, Minter};
 use actorchain::filter::{Action, InboundFilter, OutboundFilter, Verdict};
 use actorchain::root::Jwks;
-use actorchain::singleflight::Inflight;
 use actorchain::slots::{self, SharedSlots};
 use actorchain_token::{sign_compact, Alg, KeySet, PrivateKey};
 use fake::*;
@@ -22,14 +21,6 @@ fn inbound_cfg() -> InboundConfig {
     match Config::parse(j.as_bytes()).unwrap() {
         Config::Inbound(c) => c,
         Config::Outbound(_) => unreachable!(),
-    }
-}
-
-fn outbound_cfg() -> OutboundConfig {
-    let j = r#"{"mode":"outbound","agent":"investigation-agent","sts":{"cluster":"sts"},"destinations":{"mcp":"mcp-gateway"}}"#;
-    match Config::parse(j.as_bytes()).unwrap() {
-        Config::Outbound(c) => c,
-        Config::Inbound(_) => unreachable!(),
     }
 }
 
@@ -206,10 +197,6 @@ fn jwks_fetch_schedule() {
     assert_eq!(j.keys.as_ref().unwrap().len(), 1);
     j.in_flight = true;
     assert!(!j.should_fetch(1000, 60, 10));
-}
-
-fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
-    OutboundFilter { cfg: Rc::new(outbound_cfg()), revoked: Rc::default(), inflight: inflight.clone(), context_id: ctx, pending: None }
 }
 
 #[test]

@@ -4,14 +4,12 @@
 
 mod fake;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actorchain::config::{Config, OutboundConfig, StsConfig};
+use actorchain::config::{Config, StsConfig};
 use actorchain::filter::{Action, OutboundFilter};
 use actorchain::root::{Jwks, JwksSchedule, Root};
-use actorchain::singleflight::Inflight;
 use actorchain_token::RevocationKind;
 use fake::*;
 
@@ -118,18 +116,6 @@ fn the_revocation_feed_is_followed_shared_and_kept_when_the_sts_fails() {
     assert!(root.revoked.borrow().set.contains(RevocationKind::Session, "sid-1"));
     assert!(h.counts.contains(&"actorchain.revocations.fetch_failed".to_string()));
     assert_eq!(h.gauges.get("actorchain.revocations.entries"), Some(&1));
-}
-
-fn outbound_cfg() -> Rc<OutboundConfig> {
-    let j = r#"{"mode":"outbound","agent":"investigation-agent","sts":{"cluster":"sts"},"destinations":{"mcp":"mcp-gateway"}}"#;
-    match Config::parse(j.as_bytes()).unwrap() {
-        Config::Outbound(c) => Rc::new(c),
-        Config::Inbound(_) => unreachable!(),
-    }
-}
-
-fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
-    OutboundFilter { cfg: outbound_cfg(), revoked: Rc::default(), inflight: inflight.clone(), context_id: ctx, pending: None }
 }
 
 #[test]

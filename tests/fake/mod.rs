@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use actorchain::config::{Config, OutboundConfig};
+use actorchain::filter::OutboundFilter;
 use actorchain::host::{Host, SharedData};
 use actorchain::reply::LocalReply;
+use actorchain::singleflight::Inflight;
 use actorchain_token::{extend_chain, sign_compact, Alg, ChainLimits, Claims, KeySet, PrivateKey, SubjectId, TYP_ACCESS_TOKEN};
 
 pub const NOW: u64 = 1_800_000_000;
@@ -203,4 +206,18 @@ pub fn sts_reply(token: &str) -> Vec<u8> {
         scope: String::new(),
     };
     serde_json::to_vec(&answer).unwrap()
+}
+
+/// The investigation agent's egress: `mcp` is the MCP gateway.
+pub fn outbound_cfg() -> OutboundConfig {
+    let j = r#"{"mode":"outbound","agent":"investigation-agent","sts":{"cluster":"sts"},"destinations":{"mcp":"mcp-gateway"}}"#;
+    match Config::parse(j.as_bytes()).unwrap() {
+        Config::Outbound(c) => c,
+        Config::Inbound(_) => unreachable!(),
+    }
+}
+
+/// Request `ctx`'s outbound filter, sharing `inflight` with the worker's other requests.
+pub fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
+    OutboundFilter { cfg: Rc::new(outbound_cfg()), revoked: Rc::default(), inflight: inflight.clone(), context_id: ctx, pending: None }
 }
