@@ -77,6 +77,9 @@ pub struct Correlation {
     /// Also hand the key over as `x-request-id` (replacing the caller's), for apps that propagate
     /// nothing else.
     pub x_request_id: bool,
+    /// Also hand the key over in W3C `baggage` (OpenTelemetry SDKs propagate it by default): the
+    /// carrier that survives Envoy's own tracing, which rewrites `tracestate` towards the app.
+    pub baggage: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +111,9 @@ pub struct InboundConfig {
     pub enforce: bool,
     /// Requests that need no token; never a JSON-RPC call under the MCP path.
     pub exempt: Vec<Exempt>,
+    /// Each decision is written where Envoy's tracing reads custom tags (filter state
+    /// `wasm.actorchain.*`); off, not even that is spent per request.
+    pub trace_tags: bool,
 }
 
 /// A request that needs no token: health checks, metrics, an A2A agent card.
@@ -161,6 +167,8 @@ pub struct OutboundConfig {
     pub slots: SharedSlots,
     /// `false`: observe only — a call that would be refused goes on as the app sent it.
     pub enforce: bool,
+    /// As the inbound side's.
+    pub trace_tags: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +220,8 @@ struct RawCorrelation {
     record: bool,
     #[serde(default)]
     x_request_id: bool,
+    #[serde(default = "default_true")]
+    baggage: bool,
 }
 
 /// A destination given as `{"audience": ..., "scope": ...}` rather than just its audience.
@@ -318,6 +328,8 @@ struct RawInbound {
     enforce: bool,
     #[serde(default)]
     exempt: Vec<RawExempt>,
+    #[serde(default)]
+    trace_tags: bool,
 }
 
 #[derive(Deserialize)]
@@ -336,6 +348,8 @@ struct RawOutbound {
     shared_slots: u32,
     #[serde(default = "default_true")]
     enforce: bool,
+    #[serde(default)]
+    trace_tags: bool,
 }
 
 #[derive(Deserialize)]
@@ -505,7 +519,7 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         Some((Some(false), _)) | Some((_, Some("off"))) => SenderBinding::Off,
         Some(_) => return err("sender_binding", "must be \"required\" (or true), \"when_present\" or \"off\" (or false)"),
     };
-    let correlation = r.correlation.unwrap_or(RawCorrelation { record: true, x_request_id: false });
+    let correlation = r.correlation.unwrap_or(RawCorrelation { record: true, x_request_id: false, baggage: true });
     if correlation.x_request_id && !correlation.record {
         return err("correlation.x_request_id", "needs correlation.record");
     }
@@ -536,8 +550,9 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         slots: shared_slots(r.shared_slots)?,
         enforce: r.enforce,
         exempt: exempt(r.exempt)?,
+        trace_tags: r.trace_tags,
         sender_binding,
-        correlation: Correlation { record: correlation.record, x_request_id: correlation.x_request_id },
+        correlation: Correlation { record: correlation.record, x_request_id: correlation.x_request_id, baggage: correlation.baggage },
     })
 }
 
@@ -703,6 +718,7 @@ fn outbound(r: RawOutbound) -> Result<OutboundConfig, ConfigError> {
         cache_margin_secs: r.cache_margin_seconds,
         slots: shared_slots(r.shared_slots)?,
         enforce: r.enforce,
+        trace_tags: r.trace_tags,
     })
 }
 
@@ -729,7 +745,7 @@ mod tests {
         assert_eq!(o.destinations["mcp"].scope.as_ref().map(ToString::to_string).as_deref(), Some("repo:write"));
         assert!(!o.pass_unmapped);
         assert_eq!(i.sender_binding, SenderBinding::Required);
-        assert_eq!(i.correlation, Correlation { record: true, x_request_id: false });
+        assert_eq!(i.correlation, Correlation { record: true, x_request_id: false, baggage: true });
         let modes = |v: &str| match Config::parse(IN.replace("\"rules\"", &format!("\"sender_binding\":{v},\"rules\"")).as_bytes()) {
             Ok(Config::Inbound(i)) => Some(i.sender_binding),
             _ => None,

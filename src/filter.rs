@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::bearer::bearer;
 use crate::cache;
 use crate::config::{InboundConfig, OutboundConfig, SenderBinding};
-use crate::correlation::{self, Carrier, Minter};
+use crate::correlation::{self, Carrier, ListHeader, Minter};
 use crate::host::Host;
 use crate::identity::{self, Verified};
 use crate::inbound::{authenticate, authorize, check_sender, Outcome};
@@ -81,6 +81,33 @@ impl AuditLine<'_> {
             host.audit(&actorchain_token::to_json(self));
         }
     }
+
+    /// The decision as Envoy's tracing reads it: custom tags on filter state `wasm.actorchain.*`.
+    fn trace_tags(&self) -> TraceTags {
+        let mut t = vec![("actorchain.decision", self.decision.to_string()), ("actorchain.reason", self.reason.to_string())];
+        t.extend(self.sub.map(|s| ("actorchain.sub", s.to_string())));
+        t.extend(self.chain.map(|c| ("actorchain.chain", c.join(","))));
+        t.extend(self.audience.map(|a| ("actorchain.audience", a.to_string())));
+        t.extend(self.rule.map(|r| ("actorchain.rule", r.to_string())));
+        t
+    }
+
+    /// Logged, and tagged for tracing when the plugin asks for it.
+    fn decided<H: Host>(&self, host: &mut H, trace_tags: bool) {
+        self.emit(host);
+        if trace_tags {
+            set_tags(host, &self.trace_tags());
+        }
+    }
+}
+
+/// Tag names and values for the request's trace span.
+type TraceTags = Vec<(&'static str, String)>;
+
+fn set_tags<H: Host>(host: &mut H, tags: &TraceTags) {
+    for (name, value) in tags {
+        host.set_trace_tag(name, value);
+    }
 }
 
 pub struct InboundFilter {
@@ -124,14 +151,22 @@ impl InboundFilter {
     }
 
     /// Makes the accepted request findable by this workload's outbound side under a key minted
-    /// here (never one the caller chose), handed to the app in `tracestate` (and `x-request-id`
-    /// when configured). A caller's `tracestate` member of our name never reaches the app.
+    /// here (never one the caller chose), handed to the app in `tracestate`, `baggage` and
+    /// `x-request-id` as configured; the record says which, and is found only through those.
     fn correlate<H: Host>(&mut self, host: &mut H, headers: &[(String, String)], who: &Verified, token: &str, now: u64) {
         let corr = self.cfg.correlation;
         if !corr.record {
             return;
         }
-        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
+        let mut carriers = [Carrier::List(ListHeader::TraceState); 3];
+        let mut n = 1;
+        for (on, carrier) in [(corr.baggage, Carrier::List(ListHeader::Baggage)), (corr.x_request_id, Carrier::RequestId)] {
+            if on {
+                carriers[n] = carrier;
+                n += 1;
+            }
+        }
+        let carriers = &carriers[..n];
         let key = self.minter.borrow_mut().key();
         let agents = who.agents.join(",");
         let entry = cache::Entry {
@@ -143,13 +178,17 @@ impl InboundFilter {
             agents: &agents,
             token,
         };
-        self.cfg.slots.trace.put(host, &key, now, who.exp, &correlation::encode_record(&entry, corr.x_request_id));
-        host.set_request_header("tracestate", Some(&correlation::tracestate_with(&key, &tracestate)));
+        self.cfg.slots.trace.put(host, &key, now, who.exp, &correlation::encode_record(&entry, carriers));
+        for carrier in carriers {
+            match *carrier {
+                Carrier::List(list) => {
+                    host.set_request_header(list.name(), Some(&correlation::list_with(list, &key, &values(headers, list.name()))));
+                }
+                Carrier::RequestId => host.set_request_header("x-request-id", Some(&key)),
+            }
+        }
         if !headers.iter().any(|(n, v)| n == "traceparent" && correlation::is_traceparent(v)) {
             host.set_request_header("traceparent", Some(&self.minter.borrow_mut().traceparent()));
-        }
-        if corr.x_request_id {
-            host.set_request_header("x-request-id", Some(&key));
         }
         self.recorded = Some(key);
     }
@@ -160,10 +199,17 @@ impl InboundFilter {
         for (name, _) in headers.iter().filter(|(n, _)| identity::is_identity_header(n)) {
             host.set_request_header(name, None);
         }
-        // So is our `tracestate` member: a caller's is dropped (an accepted request gets a fresh one).
-        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
-        if correlation::has_member(&tracestate) {
-            host.set_request_header("tracestate", correlation::tracestate_without(&tracestate).as_deref());
+        let judging = Judging { enforce: self.cfg.enforce, trace_tags: self.cfg.trace_tags };
+        // So is our correlation key: no caller has a reason to send one (ours leave no workload), and
+        // stripping it is not enough where Envoy's tracer hands the app the `tracestate` it read
+        // before any filter ran.
+        let lists = ListHeader::ALL.map(|list| values(&headers, list.name()));
+        if lists.iter().any(|v| correlation::has_member(v)) {
+            strip_keys(host, &lists);
+            let reply = reply::invalid_request("correlation_forged", "a request may not carry an actorchain correlation key");
+            if refuse(host, "inbound", reply, AuditLine::default(), judging) == Action::Pause {
+                return Action::Pause;
+            }
         }
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let method = find(":method").unwrap_or("");
@@ -180,7 +226,6 @@ impl InboundFilter {
             host.count("actorchain.inbound.exempt");
             return Action::Continue;
         }
-        let enforce = self.cfg.enforce;
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         let now = host.now();
         let outcome = {
@@ -195,7 +240,7 @@ impl InboundFilter {
         let (who, token) = match outcome {
             Outcome::Accepted { identity, token } => (identity, token),
             // Observe-only, a request without a valid token goes on with no identity at all.
-            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default(), enforce),
+            Outcome::Refused { reply, .. } => return refuse(host, "inbound", reply, AuditLine::default(), judging),
         };
         let about = AuditLine {
             sub: Some(&who.sub),
@@ -209,15 +254,19 @@ impl InboundFilter {
         // goes on with the identity its token verified.
         let denial = check_sender(&self.cfg, &who, peer.as_deref())
             .err()
-            .map(|r| (r, enforce))
+            .map(|r| (r, judging))
             .or_else(|| {
                 let kind = self.revoked.borrow().set.matches(&who.handles())?;
-                Some((reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str())), enforce))
+                Some((reply::invalid_token(kind.reason(), &format!("this token's {} has been revoked", kind.as_str())), judging))
             })
-            .or_else(|| authorize(&self.cfg, &who, method, path).err().map(|(r, rule_enforces)| (r, enforce && rule_enforces)));
+            .or_else(|| {
+                authorize(&self.cfg, &who, method, path)
+                    .err()
+                    .map(|(r, rule_enforces)| (r, judging.enforcing(judging.enforce && rule_enforces)))
+            });
         let observed = denial.is_some();
-        if let Some((reply, enforced)) = denial {
-            if refuse(host, "inbound", reply, about.clone(), enforced) == Action::Pause {
+        if let Some((reply, judged)) = denial {
+            if refuse(host, "inbound", reply, about.clone(), judged) == Action::Pause {
                 return Action::Pause;
             }
         }
@@ -228,7 +277,8 @@ impl InboundFilter {
         // Observed and let through, it was counted and logged as what enforcement would do.
         if !observed {
             host.count("actorchain.inbound.accepted");
-            AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.emit(host);
+            AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }
+                .decided(host, judging.trace_tags);
         }
         if let Some(protocol) = json_rpc {
             self.protocol = protocol;
@@ -249,10 +299,10 @@ impl InboundFilter {
         if !self.body_wanted {
             return Action::Continue;
         }
-        let enforce = self.cfg.enforce;
+        let judging = Judging { enforce: self.cfg.enforce, trace_tags: self.cfg.trace_tags };
         if body_size > mcp_cfg.max_body_bytes {
             self.body_wanted = false;
-            return refuse(host, "inbound", rpc::bad_body(rpc::BodyError::TooLarge), AuditLine::default(), enforce);
+            return refuse(host, "inbound", rpc::bad_body(rpc::BodyError::TooLarge), AuditLine::default(), judging);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -260,7 +310,7 @@ impl InboundFilter {
         self.body_wanted = false;
         let req = match rpc::parse(&host.request_body(body_size), &mcp_cfg, self.protocol) {
             Ok(r) => r,
-            Err(e) => return refuse(host, "inbound", rpc::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, enforce),
+            Err(e) => return refuse(host, "inbound", rpc::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, judging),
         };
         for call in &req.calls {
             if let Err(d) = authorize_rpc(&self.cfg.rules, who, &call.method, &call.name) {
@@ -274,8 +324,13 @@ impl InboundFilter {
                     ..AuditLine::default()
                 };
                 // A batch is refused whole at its first refused call; observed, every call is judged.
-                if refuse(host, "inbound", rpc::refusal(&req, call, &d, &scope), about, enforce && rule.is_none_or(|r| r.enforce))
-                    == Action::Pause
+                if refuse(
+                    host,
+                    "inbound",
+                    rpc::refusal(&req, call, &d, &scope),
+                    about,
+                    judging.enforcing(judging.enforce && rule.is_none_or(|r| r.enforce)),
+                ) == Action::Pause
                 {
                     return Action::Pause;
                 }
@@ -287,7 +342,7 @@ impl InboundFilter {
             });
         }
         // Observe-only changes nothing, answers included.
-        self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list && enforce;
+        self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list && judging.enforce;
         Action::Continue
     }
 
@@ -318,8 +373,8 @@ impl InboundFilter {
 /// A refusal: enforced, the reply is sent and the request stops; observed (`enforce` false), it is
 /// counted (`would_refuse.<reason>`) and logged exactly as it would have been, and the request
 /// goes on unchanged.
-fn refuse<H: Host>(host: &mut H, direction: &'static str, reply: LocalReply, about: AuditLine<'_>, enforce: bool) -> Action {
-    match record_refusal(host, direction, reply, about, enforce) {
+fn refuse<H: Host>(host: &mut H, direction: &'static str, reply: LocalReply, about: AuditLine<'_>, judging: Judging) -> Action {
+    match record_refusal(host, direction, reply, about, judging) {
         Some(reply) => {
             host.send_reply(&reply);
             Action::Pause
@@ -328,18 +383,37 @@ fn refuse<H: Host>(host: &mut H, direction: &'static str, reply: LocalReply, abo
     }
 }
 
+/// How a refusal is carried out: enforced or only observed, and whether it is tagged for tracing.
+#[derive(Debug, Clone, Copy)]
+struct Judging {
+    enforce: bool,
+    trace_tags: bool,
+}
+
+impl Judging {
+    fn enforcing(self, enforce: bool) -> Judging {
+        Judging { enforce, ..self }
+    }
+}
+
+/// The line a refusal is logged as, enforced or observed.
+fn refusal_line<'a>(direction: &'static str, reply: &LocalReply, about: AuditLine<'a>, enforce: bool) -> AuditLine<'a> {
+    let decision = if enforce { "refused" } else { "would_refuse" };
+    AuditLine { kind: "decision", direction, decision, reason: reply.reason, status: Some(reply.status), ..about }
+}
+
 /// Counts and logs a refusal, enforced or observed; the reply to send when it is enforced.
 fn record_refusal<H: Host>(
     host: &mut H,
     direction: &'static str,
     reply: LocalReply,
     about: AuditLine<'_>,
-    enforce: bool,
+    judging: Judging,
 ) -> Option<LocalReply> {
-    let decision = if enforce { "refused" } else { "would_refuse" };
-    host.count(&format!("actorchain.{direction}.{decision}.{}", reply.reason));
-    AuditLine { kind: "decision", direction, decision, reason: reply.reason, status: Some(reply.status), ..about }.emit(host);
-    enforce.then_some(reply)
+    let line = refusal_line(direction, &reply, about, judging.enforce);
+    host.count(&format!("actorchain.{direction}.{}.{}", line.decision, reply.reason));
+    line.decided(host, judging.trace_tags);
+    judging.enforce.then_some(reply)
 }
 
 /// An outbound request waiting for an exchange (its own call, or one another request started).
@@ -356,17 +430,30 @@ pub struct OutboundFilter {
     pub inflight: Rc<RefCell<Inflight>>,
     pub context_id: u32,
     pub pending: Option<Pending>,
+    /// The exchange's outcome as trace tags, for the requests that waited for it.
+    tags: TraceTags,
 }
 
 impl OutboundFilter {
+    pub fn new(cfg: Rc<OutboundConfig>, revoked: Rc<RefCell<Revocations>>, inflight: Rc<RefCell<Inflight>>, context_id: u32) -> Self {
+        OutboundFilter { cfg, revoked, inflight, context_id, pending: None, tags: TraceTags::new() }
+    }
+
     /// The token of the request this call continues, found through the correlation key the app
-    /// propagated (our `tracestate` member, or `x-request-id` where the inbound side put it there).
-    /// `Err`: that work was revoked since it was accepted.
-    fn continued<H: Host>(&self, host: &H, tracestate: &[&str], request_id: Option<&str>, now: u64) -> Result<Option<String>, LocalReply> {
-        let found = match correlation::key_in(tracestate) {
-            Some(k) => Some((k, Carrier::TraceState)),
-            None => request_id.filter(|r| correlation::is_key(r)).map(|k| (k, Carrier::RequestId)),
-        };
+    /// propagated (our `tracestate` or `baggage` member, or `x-request-id`), where the inbound
+    /// side put it. `Err`: that work was revoked since it was accepted.
+    fn continued<H: Host>(
+        &self,
+        host: &H,
+        lists: &[Vec<&str>; 2],
+        request_id: Option<&str>,
+        now: u64,
+    ) -> Result<Option<String>, LocalReply> {
+        let found = ListHeader::ALL
+            .iter()
+            .zip(lists)
+            .find_map(|(list, v)| correlation::key_in(v).map(|k| (k, Carrier::List(*list))))
+            .or_else(|| request_id.filter(|r| correlation::is_key(r)).map(|k| (k, Carrier::RequestId)));
         let Some((key, carrier)) = found else { return Ok(None) };
         let Some(v) = self.cfg.slots.trace.get(host, key) else { return Ok(None) };
         let Some(e) = correlation::decode_record(&v, carrier).filter(|e| cache::fresh(e.exp, now, 0)) else { return Ok(None) };
@@ -380,14 +467,17 @@ impl OutboundFilter {
         let headers = host.request_headers();
         let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let cfg = Rc::clone(&self.cfg);
-        let enforce = cfg.enforce;
-        let tracestate: Vec<&str> = headers.iter().filter(|(n, _)| n == "tracestate").map(|(_, v)| v.as_str()).collect();
+        let judging = Judging { enforce: cfg.enforce, trace_tags: cfg.trace_tags };
+        let lists = ListHeader::ALL.map(|list| values(&headers, list.name()));
         let dest = match outbound::destination(&cfg, find(":authority").unwrap_or("")) {
             Ok(Some(d)) => d,
-            Ok(None) => return Action::Continue,
+            Ok(None) => {
+                strip_keys(host, &lists);
+                return Action::Continue;
+            }
             Err(reply) => {
-                strip_key(host, &tracestate);
-                return refuse(host, "outbound", reply, AuditLine::default(), enforce);
+                strip_keys(host, &lists);
+                return refuse(host, "outbound", reply, AuditLine::default(), judging);
             }
         };
         let audience = dest.audience.as_str();
@@ -396,16 +486,16 @@ impl OutboundFilter {
         let auth: Vec<&str> = headers.iter().filter(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).collect();
         // The correlation key is consulted only when the app sent no token itself.
         let recorded = match bearer(&auth) {
-            Ok(None) => match self.continued(host, &tracestate, find("x-request-id"), now) {
+            Ok(None) => match self.continued(host, &lists, find("x-request-id"), now) {
                 Ok(r) => r,
-                Err(reply) => return refuse(host, "outbound", reply, about(), enforce),
+                Err(reply) => return refuse(host, "outbound", reply, about(), judging),
             },
             _ => None,
         };
-        strip_key(host, &tracestate);
+        strip_keys(host, &lists);
         let subject = match outbound::subject(&cfg, &auth, recorded) {
             Ok(s) => s,
-            Err(reply) => return refuse(host, "outbound", reply, about(), enforce),
+            Err(reply) => return refuse(host, "outbound", reply, about(), judging),
         };
         let revoked = self.revoked.clone();
         let usable =
@@ -414,6 +504,13 @@ impl OutboundFilter {
         if let Some(v) = cfg.slots.exchange.get(host, &key) {
             if let Some(e) = cache::Entry::decode(&v).filter(|e| usable(e, cfg.cache_margin_secs)) {
                 host.count("actorchain.outbound.cache_hit");
+                if cfg.trace_tags {
+                    let tags =
+                        [("decision", "cache_hit"), ("reason", "granted"), ("sub", e.sub), ("chain", e.agents), ("audience", audience)];
+                    for (name, value) in tags {
+                        host.set_trace_tag(&format!("actorchain.{name}"), value);
+                    }
+                }
                 host.set_request_header("authorization", Some(&format!("Bearer {}", e.token)));
                 return Action::Continue;
             }
@@ -421,14 +518,14 @@ impl OutboundFilter {
         host.count("actorchain.outbound.cache_miss");
         let ask = match outbound::scope_to_ask(&subject, dest.scope.as_ref(), audience) {
             Ok(a) => a,
-            Err(reply) => return refuse(host, "outbound", reply, about(), enforce),
+            Err(reply) => return refuse(host, "outbound", reply, about(), judging),
         };
         let leader = self.inflight.borrow_mut().join(&key, self.context_id);
         self.pending = Some(Pending { key: key.clone(), audience: audience.to_string(), leader });
         if !leader {
             return Action::Pause;
         }
-        let (hdrs, body) = outbound::token_request(&cfg.sts, &cfg.agent, &subject, audience, ask.as_ref());
+        let (hdrs, body) = outbound::token_request(&cfg.sts, &cfg.agent, &subject, audience, ask.as_ref(), find("traceparent"));
         let hdrs: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         match host.dispatch(&cfg.sts.cluster, cfg.sts.timeout, &hdrs, Some(body.as_bytes())) {
             Ok(_) => Action::Pause,
@@ -436,7 +533,7 @@ impl OutboundFilter {
                 // Nobody else can be waiting yet: the join and this failure happen in one callback.
                 self.inflight.borrow_mut().finish(&key);
                 self.pending = None;
-                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about(), enforce)
+                refuse(host, "outbound", reply::unavailable("sts_unreachable", &why), about(), judging)
             }
         }
     }
@@ -451,7 +548,8 @@ impl OutboundFilter {
         let verdict = match outbound::read_reply(status, body, host.now(), &p.audience, &self.cfg.agent) {
             Ok(outbound::Exchanged { token, claims }) => {
                 let exp = claims.exp;
-                let agents = claims.act.agents_oldest_first().join(",");
+                let chain: Vec<String> = claims.act.agents_oldest_first().into_iter().map(String::from).collect();
+                let agents = chain.join(",");
                 let entry = cache::Entry {
                     exp,
                     jti: &claims.jti,
@@ -470,10 +568,15 @@ impl OutboundFilter {
                     decision: "exchanged",
                     reason: "granted",
                     audience: Some(&p.audience),
+                    sub: Some(&claims.sub),
+                    chain: Some(&chain),
                     exp: Some(exp),
                     ..AuditLine::default()
                 };
                 line.emit(host);
+                if self.cfg.trace_tags {
+                    self.tags = line.trace_tags();
+                }
                 Verdict::Forward(format!("Bearer {token}"))
             }
             Err(reply) => {
@@ -483,7 +586,10 @@ impl OutboundFilter {
                 }
                 // Counted and logged as enforced or observed; the verdict reaches every waiter too.
                 let about = AuditLine { audience: Some(&p.audience), ..AuditLine::default() };
-                match record_refusal(host, "outbound", reply, about, self.cfg.enforce) {
+                if self.cfg.trace_tags {
+                    self.tags = refusal_line("outbound", &reply, about.clone(), self.cfg.enforce).trace_tags();
+                }
+                match record_refusal(host, "outbound", reply, about, Judging { enforce: self.cfg.enforce, trace_tags: false }) {
                     Some(reply) => Verdict::Refuse(reply),
                     None => Verdict::Unchanged,
                 }
@@ -499,10 +605,12 @@ impl OutboundFilter {
         // An oversized answer is not read at all: with an empty body it is refused as malformed.
         let body = if body_size <= outbound::MAX_REPLY_BYTES { host.callout_body(body_size) } else { Vec::new() };
         let (verdict, waiters) = self.on_sts_reply(host, status, &body);
+        set_tags(host, &self.tags);
         finish(host, &verdict);
         for w in waiters {
             // A waiter whose client went away is simply gone.
             if host.switch_to(w) {
+                set_tags(host, &self.tags);
                 finish(host, &verdict);
             }
         }
@@ -533,9 +641,17 @@ fn finish<H: Host>(host: &mut H, verdict: &Verdict) {
     }
 }
 
-/// The key is this workload's alone: it never leaves with an outgoing call.
-fn strip_key<H: Host>(host: &mut H, tracestate: &[&str]) {
-    if correlation::has_member(tracestate) {
-        host.set_request_header("tracestate", correlation::tracestate_without(tracestate).as_deref());
+/// Every value of a header, in order.
+fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+}
+
+/// Drops our member from the list headers: a key is this workload's alone, never let in from a
+/// caller nor out with a call.
+fn strip_keys<H: Host>(host: &mut H, lists: &[Vec<&str>; 2]) {
+    for (list, v) in ListHeader::ALL.iter().zip(lists) {
+        if correlation::has_member(v) {
+            host.set_request_header(list.name(), correlation::list_without(v).as_deref());
+        }
     }
 }

@@ -52,6 +52,9 @@ pub trait Host: SharedData {
     fn audit(&self, line: &str);
     /// A warning (JSON): something failed that the filter works around.
     fn warn(&self, line: &str);
+    /// Sets `name` in the request's filter state (`wasm.<name>` in Envoy), where tracing custom
+    /// tags read it.
+    fn set_trace_tag(&mut self, name: &str, value: &str);
     fn count(&mut self, metric: &str);
     fn gauge(&mut self, metric: &str, value: u64);
 }

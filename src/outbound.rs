@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::bearer::bearer;
 use crate::config::{Destination, OutboundConfig, StsConfig};
+use crate::correlation;
 use crate::reply::{self, LocalReply};
 
 /// Largest STS answer read.
@@ -93,26 +94,29 @@ pub fn scope_to_ask(subject: &Subject, cap: Option<&ScopeSet>, audience: &str) -
 }
 
 /// Headers and form body of the request to the STS: an RFC 8693 exchange, or the client
-/// credentials grant when the agent acts as itself.
+/// credentials grant when the agent acts as itself. A well-formed `traceparent` of the call goes
+/// along, so the STS's span of the exchange joins the call's trace.
 pub fn token_request(
     sts: &StsConfig,
     agent: &str,
     subject: &Subject,
     audience: &str,
     scope: Option<&ScopeSet>,
+    traceparent: Option<&str>,
 ) -> (Vec<(&'static str, String)>, String) {
     let subject = match subject {
         Subject::Token(t) => Some(t.as_str()),
         Subject::Agent => None,
     };
     let body = ExchangeRequest { subject, audience, scope, client_id: agent }.form();
-    let headers = vec![
+    let mut headers = vec![
         (":method", "POST".to_string()),
         (":path", sts.token_path.clone()),
         (":authority", sts.authority.clone()),
         ("content-type", "application/x-www-form-urlencoded".to_string()),
         ("accept", "application/json".to_string()),
     ];
+    headers.extend(traceparent.filter(|t| correlation::is_traceparent(t)).map(|t| ("traceparent", t.to_string())));
     (headers, body)
 }
 
@@ -198,16 +202,21 @@ mod tests {
     #[test]
     fn builds_the_rfc8693_request() {
         let c = cfg(false);
-        let (h, body) = token_request(&c.sts, &c.agent, &Subject::Token("t.o.k".into()), "investigation-agent", None);
+        let (h, body) = token_request(&c.sts, &c.agent, &Subject::Token("t.o.k".into()), "investigation-agent", None, None);
         assert!(h.contains(&(":path", "/token".into())));
+        assert!(!h.iter().any(|(k, _)| *k == "traceparent"));
         let params: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         assert!(params.contains(&("grant_type".into(), actorchain_token::wire::GRANT_TOKEN_EXCHANGE.into())));
         assert!(params.contains(&("client_id".into(), "oncall-agent".into())));
         assert!(params.contains(&("subject_token".into(), "t.o.k".into())));
-        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent", None);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (h, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent", None, Some(tp));
+        assert!(h.contains(&("traceparent", tp.into())));
+        let (h, _) = token_request(&c.sts, &c.agent, &Subject::Agent, "investigation-agent", None, Some("00-zz\r\nx: y"));
+        assert!(!h.iter().any(|(k, _)| *k == "traceparent"), "a malformed traceparent is not passed on");
         assert_eq!(body, "grant_type=client_credentials&audience=investigation-agent&client_id=oncall-agent");
         let narrow = ScopeSet::parse("repo:write").unwrap();
-        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "mcp-gateway", Some(&narrow));
+        let (_, body) = token_request(&c.sts, &c.agent, &Subject::Agent, "mcp-gateway", Some(&narrow), None);
         assert!(body.contains("scope=repo%3Awrite&"), "{body}");
     }
 

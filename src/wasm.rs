@@ -156,6 +156,10 @@ impl Host for WasmHost {
         log::warn!("{line}");
     }
 
+    fn set_trace_tag(&mut self, name: &str, value: &str) {
+        let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+    }
+
     fn count(&mut self, metric: &str) {
         if let Some(id) = self.metrics.borrow_mut().id(MetricType::Counter, metric) {
             let _ = hostcalls::increment_metric(id, 1);
@@ -253,13 +257,7 @@ impl RootContext for WasmRoot {
                 host: self.host(),
             })),
             Mode::Outbound(cfg) => Some(Box::new(OutboundCtx {
-                filter: OutboundFilter {
-                    cfg: cfg.clone(),
-                    revoked: root.revoked.clone(),
-                    inflight: self.inflight.clone(),
-                    context_id,
-                    pending: None,
-                },
+                filter: OutboundFilter::new(cfg.clone(), root.revoked.clone(), self.inflight.clone(), context_id),
                 host: self.host(),
             })),
         }

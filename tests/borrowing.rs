@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use actorchain_demo::otlp::Receiver;
 use actorchain_demo::scenario::{self, deepest, oncall_calling, refusal_reason, tools_call, Run};
 use actorchain_demo::topology::{Demo, Ingress, Paths, Tuning};
 use actorchain_sts::dev;
@@ -48,7 +49,8 @@ async fn held(demo: &Demo, headers: &[(&str, &str)]) -> actorchain_demo::topolog
 }
 
 /// A victim (user1, whose work may open PRs) and an attacker (user3, whose work may not) send
-/// the same trace context to the on-call agent at once, in both orders with one of them held in
+/// the same trace context to the on-call agent at once (a guessed key is refused outright: see the
+/// attack table and the tracing test below), in both orders with one of them held in
 /// flight, and plainly concurrently; each result must be its sender's own, at every hop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_trace_context_never_carries_another_persons_identity() {
@@ -60,8 +62,6 @@ async fn a_callers_trace_context_never_carries_another_persons_identity() {
     let mut borrowed = Vec::new();
     for i in 0..ROUNDS * 3 {
         let (tp, rid) = shared_context(i);
-        // The attacker also guesses at the key; the sidecar never takes it.
-        let forged = format!("actorchain={:032x}", i);
         let v_headers = [
             ("authorization", va.as_str()),
             ("traceparent", tp.as_str()),
@@ -72,7 +72,6 @@ async fn a_callers_trace_context_never_carries_another_persons_identity() {
             ("authorization", aa.as_str()),
             ("traceparent", tp.as_str()),
             ("x-request-id", rid.as_str()),
-            ("tracestate", forged.as_str()),
             ("content-type", "application/json"),
         ];
         let (v, a) = match i % 3 {
@@ -102,9 +101,9 @@ async fn a_callers_trace_context_never_carries_another_persons_identity() {
         }
         assert_eq!(v.identities.len(), 3, "round {i}: {}", v.response);
         assert_eq!(refusal_reason(&a.response), "originator_not_allowed", "round {i}: {}", a.response);
-        // The app got a key the sidecar minted, never the attacker's guess.
-        let keys: Vec<&str> = a.identities.iter().filter_map(|h| h["tracestate"].as_str()).collect();
-        assert!(keys.iter().all(|t| !t.contains(&forged)), "round {i}: {keys:?}");
+        // Each request got a key of its own, whatever the trace context they share.
+        let key = |r: &Run| r.identities[0]["tracestate"].as_str().unwrap_or_default().to_string();
+        assert_ne!(key(&v), key(&a), "round {i}");
     }
     assert!(borrowed.is_empty(), "calls under another person's identity:\n{}", borrowed.join("\n"));
 
@@ -129,6 +128,41 @@ async fn a_callers_trace_context_never_carries_another_persons_identity() {
     let h = [("tracestate", stale_state.as_str()), ("traceparent", stale_parent.as_str()), ("content-type", "application/json")];
     let (status, body) = demo.call_egress("oncall", "investigation-agent", "/investigate", &h, tools_call("create_pr")).await.unwrap();
     assert_eq!((status, body["reason"].as_str()), (403, Some("no_subject_token")), "{body}");
+}
+
+/// With Envoy's own tracing on, Envoy hands the app the `tracestate` its tracer read from the
+/// caller before any filter ran, so stripping a caller's key is not enough: it is refused, in
+/// `tracestate` or `baggage`, and the chain still works through the key in `baggage`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_envoys_tracing_on_a_callers_key_never_reaches_an_app() {
+    let otlp = Receiver::start().await.unwrap();
+    let (demo, _work) = start(Tuning { otlp: Some(otlp.addr), ..Tuning::default() }).await;
+    let victim = demo.person_token("user1", "incidents:read repo:read repo:write", 600).unwrap();
+    let attacker = demo.person_token("user3", "incidents:read repo:write", 600).unwrap();
+    let honest = oncall_calling(&demo, &victim, "create_pr", &[]).await.unwrap();
+    assert_eq!(honest.status, 200, "{}", honest.response);
+    assert!(people_seen(&honest).iter().all(|p| is_person(p, "user1")));
+    // Envoy's tracer did rewrite tracestate: the key the app got was not ours.
+    assert!(!honest.identities[0]["tracestate"].as_str().unwrap_or_default().contains("actorchain="), "{}", honest.identities[0]);
+    let aa = format!("Bearer {attacker}");
+    let forged = "actorchain=0123456789abcdef0123456789abcdef";
+    let (tp, _) = shared_context(0);
+    for header in ["tracestate", "baggage"] {
+        let h = [("authorization", aa.as_str()), ("traceparent", tp.as_str()), (header, forged), ("content-type", "application/json")];
+        let a = run(&demo, &h).await;
+        assert_eq!((a.status, refusal_reason(&a.response).as_str()), (400, "correlation_forged"), "{header}: {}", a.response);
+        assert!(a.identities.is_empty(), "{header}: the app was reached: {}", a.response);
+    }
+    drop(demo);
+    // Why stripping is not enough: observed only, the stripped key is back in the app's tracestate.
+    // (Envoy's tracer takes a caller's tracestate along with its traceparent.)
+    let (demo, _work) = start(Tuning { otlp: Some(otlp.addr), enforce: Some(false), ..Tuning::default() }).await;
+    let aa = format!("Bearer {}", demo.person_token("user3", "incidents:read repo:write", 600).unwrap());
+    let (tp, _) = shared_context(0);
+    let h = [("authorization", aa.as_str()), ("traceparent", tp.as_str()), ("tracestate", forged), ("content-type", "application/json")];
+    let a = run(&demo, &h).await;
+    assert!(a.identities[0]["tracestate"].as_str().unwrap_or_default().contains(forged), "{}", a.response);
+    assert!(demo.counter(demo.workload("oncall").unwrap(), "actorchain.inbound.would_refuse.correlation_forged").await >= 1);
 }
 
 /// Apps that propagate only `x-request-id`: with `correlation.x_request_id` the sidecar replaces

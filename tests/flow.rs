@@ -65,8 +65,8 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
             ("x_actorchain_sub", "admin"),
             ("x-actorchain_sub", "admin"),
             ("traceparent", TRACEPARENT),
-            // A caller's guess at a correlation key never reaches the app.
-            ("tracestate", "congo=t61rcWkgMzE,actorchain=0123456789abcdef0123456789abcdef"),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("baggage", "userId=alice"),
         ],
         &shared,
     );
@@ -89,8 +89,8 @@ fn inbound_accepts_hands_identity_over_and_strips_spoofed_headers() {
     // The trace id goes on untouched; the key is ours, fresh, first in tracestate.
     assert_eq!(h.header("traceparent"), Some(TRACEPARENT));
     let key = key_handed_over(&h);
-    assert_ne!(key, "0123456789abcdef0123456789abcdef");
     assert_eq!(h.header("tracestate"), Some(format!("actorchain={key},congo=t61rcWkgMzE").as_str()));
+    assert_eq!(h.header("baggage"), Some(format!("actorchain={key},userId=alice").as_str()));
     // Recorded for the outbound side under that key, in a slot whose name says nothing of it.
     let slots = SharedSlots::new(slots::DEFAULT_SLOTS);
     let rec = slots.trace.get(&h, &key).unwrap();
@@ -324,10 +324,21 @@ fn outbound_finds_the_subject_only_through_the_key_minted_for_its_request() {
         Err("no_subject_token")
     );
     assert_eq!(exchanged_subject(&[(":authority", "mcp"), ("x-request-id", &vk)], &shared), Err("no_subject_token"));
-    // The key never leaves the workload: the forwarded call's tracestate has lost our member.
-    let mut h = Fake::with(&[(":authority", "mcp"), ("tracestate", &format!("actorchain={vk},congo=1"))], &shared);
-    outbound(&Rc::default(), 1).on_request_headers(&mut h);
-    assert_eq!(h.header("tracestate"), Some("congo=1"));
+    // Where Envoy's tracer rewrote tracestate, the key still travels in baggage.
+    let in_baggage =
+        |b: &str| exchanged_subject(&[(":authority", "mcp"), ("traceparent", child), ("tracestate", ""), ("baggage", b)], &shared);
+    assert_eq!(in_baggage(&format!("userId=alice,actorchain={vk}")), Ok(victim.clone()));
+    // The key never leaves the workload: the forwarded call's tracestate and baggage have lost our
+    // member, whether the destination is mapped or passed through.
+    let mut cfg = outbound_cfg();
+    cfg.pass_unmapped = true;
+    let cfg = Rc::new(cfg);
+    for authority in ["mcp", "elsewhere"] {
+        let ours = format!("actorchain={vk},congo=1");
+        let mut h = Fake::with(&[(":authority", authority), ("tracestate", &ours), ("baggage", &ours)], &shared);
+        OutboundFilter::new(cfg.clone(), Rc::default(), Rc::default(), 1).on_request_headers(&mut h);
+        assert_eq!((h.header("tracestate"), h.header("baggage")), (Some("congo=1"), Some("congo=1")), "{authority}");
+    }
     // A record lives exactly as long as its request.
     vf.on_done(&mut Fake::with(&[], &shared));
     assert_eq!(call(&format!("actorchain={vk}")), Err("no_subject_token"));
@@ -352,14 +363,52 @@ fn x_request_id_is_a_carrier_only_where_the_inbound_side_put_the_key_there() {
 }
 
 #[test]
-fn a_workload_that_records_nothing_still_drops_a_callers_key() {
+fn a_key_is_honoured_only_in_the_carriers_it_was_handed_over_in() {
     let shared = Rc::default();
     let mut cfg = inbound_cfg();
+    cfg.correlation.baggage = false;
+    let t = token("mcp-gateway", "repo:write", NOW + 60);
+    let h = accepted(
+        &mut inbound_with(cfg, Some(keyset())),
+        &[("authorization", &format!("Bearer {t}")), ("baggage", "userId=alice")],
+        &shared,
+    );
+    assert_eq!(h.header("baggage"), Some("userId=alice"), "no key in baggage when it is not a carrier");
+    let key = key_handed_over(&h);
+    let via = |header: &str| exchanged_subject(&[(":authority", "mcp"), (header, &format!("actorchain={key}"))], &shared);
+    assert_eq!(via("tracestate"), Ok(t));
+    assert_eq!(via("baggage"), Err("no_subject_token"));
+}
+
+#[test]
+fn a_callers_correlation_key_is_refused_even_where_nothing_is_recorded() {
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60));
+    let forged = "actorchain=0123456789abcdef0123456789abcdef";
+    for record in [true, false] {
+        for (header, value) in
+            [("tracestate", format!("rojo=1,{forged}")), ("baggage", format!("{forged};p=1")), ("tracestate", "ActorChain=x".into())]
+        {
+            let mut cfg = inbound_cfg();
+            cfg.correlation.record = record;
+            let mut h = Fake::with(&[(":path", "/tools"), ("authorization", &auth), (header, &value)], &shared);
+            assert_eq!(inbound_with(cfg, Some(keyset())).on_request_headers(&mut h), Action::Pause, "{header}: {value}");
+            assert_eq!((h.replies[0].status, h.replies[0].reason), (400, "correlation_forged"));
+        }
+    }
+    // Observed, it is counted and stripped, and the request goes on.
+    let mut h = Fake::with(&[(":path", "/tools"), ("authorization", &auth), ("tracestate", &format!("rojo=1,{forged}"))], &shared);
+    assert_eq!(inbound_with(observing(r#""enforce":false,"#), Some(keyset())).on_request_headers(&mut h), Action::Continue);
+    assert!(h.counts.contains(&"actorchain.inbound.would_refuse.correlation_forged".to_string()));
+    assert!(!h.header("tracestate").unwrap_or_default().contains(forged));
+    assert_eq!(h.header("x-actorchain-sub"), Some("user1"));
+    assert!(h.header("baggage").is_some_and(|b| b.starts_with("actorchain=")));
+    let mut cfg = inbound_cfg();
     cfg.correlation.record = false;
-    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
-    let h = accepted(&mut inbound_with(cfg, Some(keyset())), &[("authorization", &auth), ("tracestate", "actorchain=x,rojo=1")], &shared);
+    let fresh = Rc::default();
+    let h = accepted(&mut inbound_with(cfg, Some(keyset())), &[("authorization", &auth), ("tracestate", "rojo=1")], &fresh);
     assert_eq!(h.header("tracestate"), Some("rojo=1"));
-    assert!(shared.borrow().is_empty(), "nothing recorded");
+    assert!(fresh.borrow().is_empty(), "nothing recorded");
 }
 
 #[test]
@@ -372,8 +421,7 @@ fn a_destination_gets_at_most_its_scope() {
     let call = |scope: &str| {
         let auth = format!("Bearer {}", token("investigation-agent", scope, NOW + 60));
         let mut h = Fake::with(&[(":authority", "mcp"), ("authorization", &auth)], &shared);
-        OutboundFilter { cfg: cfg.clone(), revoked: Rc::default(), inflight: Rc::default(), context_id: 1, pending: None }
-            .on_request_headers(&mut h);
+        OutboundFilter::new(cfg.clone(), Rc::default(), Rc::default(), 1).on_request_headers(&mut h);
         h
     };
     let h = call("incidents:read repo:read repo:write");
@@ -388,7 +436,7 @@ fn outbound_lets_a_scheduled_agent_act_as_itself_when_configured() {
     let shared = Rc::default();
     let inflight = Rc::default();
     let cfg = OutboundConfig { act_as_self: true, ..outbound_cfg() };
-    let mut f = OutboundFilter { cfg: Rc::new(cfg), revoked: Rc::default(), inflight, context_id: 1, pending: None };
+    let mut f = OutboundFilter::new(Rc::new(cfg), Rc::default(), inflight, 1);
     let mut h = Fake::with(&[(":authority", "mcp")], &shared);
     assert_eq!(f.on_request_headers(&mut h), Action::Pause);
     let form: HashMap<String, String> = form_urlencoded::parse(h.dispatched[0].2.as_bytes()).into_owned().collect();
@@ -676,7 +724,7 @@ fn outbound_observe_only_forwards_the_original_call_when_the_exchange_fails() {
     let inflight = Rc::default();
     let auth = format!("Bearer {}", token("investigation-agent", "repo:write", NOW + 60));
     let req = [(":authority", "mcp"), ("authorization", auth.as_str())];
-    let mut f = OutboundFilter { cfg: cfg.clone(), revoked: Rc::default(), inflight, context_id: 1, pending: None };
+    let mut f = OutboundFilter::new(cfg.clone(), Rc::default(), inflight, 1);
     let mut h = Fake::with(&req, &shared);
     assert_eq!(f.on_request_headers(&mut h), Action::Pause, "it still exchanges, so the next hop can be observed");
     let (v, _) = f.on_sts_reply(&mut h, Some(400), br#"{"error":"invalid_target","actorchain_reason":"audience_not_allowed"}"#);
@@ -685,8 +733,61 @@ fn outbound_observe_only_forwards_the_original_call_when_the_exchange_fails() {
     // No subject and an unmapped destination: the call goes on as the app sent it.
     for headers in [vec![(":authority", "mcp")], vec![(":authority", "elsewhere"), ("authorization", auth.as_str())]] {
         let mut h = Fake::with(&headers, &shared);
-        let mut f = OutboundFilter { cfg: cfg.clone(), revoked: Rc::default(), inflight: Rc::default(), context_id: 2, pending: None };
+        let mut f = OutboundFilter::new(cfg.clone(), Rc::default(), Rc::default(), 2);
         assert_eq!(f.on_request_headers(&mut h), Action::Continue);
         assert!(h.replies.is_empty());
     }
+}
+
+#[test]
+fn decisions_are_tagged_for_envoys_tracing_only_when_asked() {
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60));
+    let req = [(":path", "/tools"), ("authorization", auth.as_str())];
+    // Off by default: not one host call spent on it.
+    let mut h = Fake::with(&req, &shared);
+    assert_eq!(inbound_with(observing(""), Some(keyset())).on_request_headers(&mut h), Action::Continue);
+    assert!(h.tags.is_empty());
+    let tagging = || inbound_with(observing(r#""trace_tags":true,"#), Some(keyset()));
+    let mut h = Fake::with(&req, &shared);
+    assert_eq!(tagging().on_request_headers(&mut h), Action::Continue);
+    let tag = |h: &Fake, n: &str| h.tags.get(n).cloned().unwrap_or_default();
+    assert_eq!(tag(&h, "actorchain.decision"), "accepted");
+    assert_eq!(tag(&h, "actorchain.sub"), "user1");
+    assert_eq!(tag(&h, "actorchain.chain"), "oncall-agent,investigation-agent");
+    // A refusal is tagged with its reason, and a refused JSON-RPC call with the rule that decided.
+    let mut h = Fake::with(&[(":path", "/tools")], &shared);
+    assert_eq!(tagging().on_request_headers(&mut h), Action::Pause);
+    assert_eq!((tag(&h, "actorchain.decision"), tag(&h, "actorchain.reason")), ("refused".into(), "token_missing".into()));
+    let mut f = tagging();
+    let mut h = Fake::with(&[(":method", "POST"), (":path", "/mcp"), ("authorization", &auth)], &shared);
+    h.body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"drop_db"}}"#.to_vec();
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue);
+    let len = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, len, true), Action::Pause);
+    assert_eq!((tag(&h, "actorchain.decision"), tag(&h, "actorchain.reason")), ("refused".into(), "no_rule".into()));
+
+    // Outbound: the exchange's outcome reaches the request that made it and every one that waited.
+    let mut cfg = outbound_cfg();
+    cfg.trace_tags = true;
+    let cfg = Rc::new(cfg);
+    let inflight: Rc<RefCell<_>> = Rc::default();
+    let subject = format!("Bearer {}", token("investigation-agent", "repo:write", NOW + 60));
+    let req = [(":authority", "mcp"), (":path", "/mcp"), ("authorization", subject.as_str()), ("traceparent", TRACEPARENT)];
+    let mut leader = OutboundFilter::new(cfg.clone(), Rc::default(), inflight.clone(), 1);
+    let mut h = Fake::with(&req, &shared);
+    assert_eq!(leader.on_request_headers(&mut h), Action::Pause);
+    assert!(h.dispatched[0].1.contains(&("traceparent".into(), TRACEPARENT.into())), "the STS's span joins the call's trace");
+    assert_eq!(OutboundFilter::new(cfg.clone(), Rc::default(), inflight.clone(), 2).on_request_headers(&mut h), Action::Pause);
+    h.callout = Some((Some(200), sts_reply(&token("mcp-gateway", "repo:write", NOW + 120))));
+    h.events.clear();
+    let len = h.callout.as_ref().unwrap().1.len();
+    leader.on_callout(&mut h, len);
+    let tagged: Vec<&String> = h.events.iter().filter(|e| e.starts_with("tag actorchain.decision=")).collect();
+    assert_eq!(tagged, ["tag actorchain.decision=exchanged", "tag actorchain.decision=exchanged"], "{:?}", h.events);
+    assert!(h.events.contains(&"tag actorchain.chain=oncall-agent,investigation-agent".to_string()));
+    // A cache hit says so.
+    let mut h = Fake::with(&req, &shared);
+    assert_eq!(OutboundFilter::new(cfg, Rc::default(), inflight, 3).on_request_headers(&mut h), Action::Continue);
+    assert_eq!((tag(&h, "actorchain.decision"), tag(&h, "actorchain.audience")), ("cache_hit".into(), "mcp-gateway".into()));
 }

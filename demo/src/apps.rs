@@ -1,6 +1,6 @@
 //! The toy apps behind the sidecars. They contain no auth code: an agent forwards what it is asked
 //! to its next hop through its own sidecar's egress listener, propagating only the trace context
-//! (`traceparent`, `tracestate`, `x-request-id`),
+//! (`traceparent`, `tracestate`, `baggage`, `x-request-id`),
 //! and reports what it received so the demo can show each hop's token; the MCP server answers
 //! JSON-RPC `tools/call` and reports the identity its sidecar handed it.
 
@@ -48,10 +48,12 @@ fn work_of(body: &[u8]) -> Value {
     }
 }
 
-const SHOWN: [&str; 4] = ["authorization", "traceparent", "tracestate", "x-request-id"];
-/// What an agent propagates to its next hop by default: the W3C trace context and `x-request-id`,
-/// as tracing libraries do.
-pub const TRACE_CONTEXT: &[&str] = &["traceparent", "tracestate", "x-request-id"];
+const SHOWN: [&str; 5] = ["authorization", "traceparent", "tracestate", "baggage", "x-request-id"];
+/// What an agent propagates to its next hop by default: the W3C trace context and baggage (as
+/// OpenTelemetry SDKs do) and `x-request-id`.
+pub const TRACE_CONTEXT: &[&str] = &["traceparent", "tracestate", "baggage", "x-request-id"];
+/// What an app with a tracing library that knows no baggage propagates.
+pub const TRACE_CONTEXT_ONLY: &[&str] = &["traceparent", "tracestate", "x-request-id"];
 /// What an app that knows only request ids propagates.
 pub const REQUEST_ID_ONLY: &[&str] = &["x-request-id"];
 /// The toy MCP server's tools; its sidecar decides who may see and call which.

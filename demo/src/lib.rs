@@ -5,5 +5,6 @@ pub mod apps;
 pub mod envoy;
 pub mod fault_sts;
 pub mod hostile;
+pub mod otlp;
 pub mod scenario;
 pub mod topology;

@@ -130,6 +130,9 @@ pub struct Tuning {
     /// What the toy agents propagate to their next hop (the W3C trace context and `x-request-id`
     /// when `None`).
     pub app_propagates: Option<&'static [&'static str]>,
+    /// An OTLP/HTTP collector: the STS sends a span per exchange there, and every sidecar its
+    /// requests' spans tagged with the filters' decisions. Without it, no tracing at all.
+    pub otlp: Option<SocketAddr>,
 }
 
 /// What an ingress listener asks of its peers.
@@ -364,6 +367,9 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
     if let Some(n) = spec.tuning.shared_slots {
         c["shared_slots"] = json!(n);
     }
+    if spec.tuning.otlp.is_some() {
+        c["trace_tags"] = json!(true);
+    }
     c
 }
 
@@ -382,6 +388,9 @@ pub fn outbound_plugin(spec: &SidecarSpec) -> Value {
     }
     if let Some(enforce) = spec.tuning.enforce {
         c["enforce"] = json!(enforce);
+    }
+    if spec.tuning.otlp.is_some() {
+        c["trace_tags"] = json!(true);
     }
     c
 }
@@ -459,7 +468,14 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
     let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
     let template = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
     let template = weaken_ingress(template, spec.tuning.ingress)?;
+    let (template, otlp) = match spec.tuning.otlp {
+        Some(at) => (template, at),
+        None => (without_tracing(&template), ANY_PORT),
+    };
     Ok(template
+        .replace("${OTLP_ADDRESS}", &otlp.to_string())
+        .replace("${OTLP_HOST}", &otlp.ip().to_string())
+        .replace("${OTLP_PORT}", &otlp.port().to_string())
         .replace("${WORKLOAD}", spec.workload)
         .replace("${ADMIN_PORT}", "0")
         .replace("${INGRESS_ADDRESS}", &spec.ingress.host)
@@ -475,6 +491,25 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound_plugin(spec)))
         .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
         .replace("${PEER_CLUSTERS}\n", &clusters))
+}
+
+/// The template without its tracing blocks (from a `# tracing: begin` line through the next
+/// `# tracing: end` line), for sidecars with no collector to send spans to.
+fn without_tracing(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut skipping = false;
+    for line in template.lines() {
+        let marker = line.trim_start();
+        if marker.starts_with("# tracing: begin") {
+            skipping = true;
+        } else if marker.starts_with("# tracing: end") {
+            skipping = false;
+        } else if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The template's ingress asks for mTLS with a client certificate; tests of a mesh that does not
@@ -562,6 +597,9 @@ impl Demo {
         }
         if let Some(alg) = tuning.sts_alg {
             tuned = tuned.replace("alg = \"EdDSA\"", &format!("alg = \"{alg}\""));
+        }
+        if let Some(at) = tuning.otlp {
+            tuned.push_str(&format!("\n[telemetry]\notlp_endpoint = \"http://{at}/v1/traces\"\nexport_delay_ms = 200\n"));
         }
         if let Some(url) = &tuning.database {
             tuned = format!("database = \"{url}\"\n{tuned}");

@@ -76,8 +76,8 @@ fn main() {
     let peer = Peer::Workload(dev::workload_id("oncall"));
     // The whole exchange includes waiting for the ledger's durable group commit.
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    assert_eq!(rt.block_on(sts.exchange(body.as_bytes(), &peer, now)).0, 200);
-    c.bench_function("exchange_in_process", |b| b.iter(|| rt.block_on(sts.exchange(black_box(body.as_bytes()), &peer, now))));
+    assert_eq!(rt.block_on(sts.exchange(body.as_bytes(), &peer, None, now)).0, 200);
+    c.bench_function("exchange_in_process", |b| b.iter(|| rt.block_on(sts.exchange(black_box(body.as_bytes()), &peer, None, now))));
     ids.push("exchange_in_process".into());
     c.final_summary();
 

@@ -75,9 +75,12 @@ where
                 let e = ExchangeError::new(OAuthCode::InvalidRequest, "content_type_unsupported", "send application/x-www-form-urlencoded");
                 return no_store(refused(&e.with_status(415)));
             }
+            // Read only when spans are made; the body consumes the request.
+            let traceparent =
+                sts.telemetry.enabled().then(|| req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(String::from)).flatten();
             match body(req).await {
                 Ok(b) => {
-                    let (status, answer) = sts.exchange(&b, peer, unix_now()).await;
+                    let (status, answer) = sts.exchange(&b, peer, traceparent.as_deref(), unix_now()).await;
                     no_store(json(status, answer))
                 }
                 Err(e) => no_store(refused(&e)),

@@ -38,6 +38,28 @@ pub struct Config {
     pub signing: SigningConfig,
     #[serde(default)]
     pub people: Vec<PersonIssuerConfig>,
+    /// OpenTelemetry spans for exchanges; none are made without it.
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces` (plain HTTP:
+    /// the collector agent on the node or in the pod, as OpenTelemetry deploys it).
+    pub otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// How long a finished span may wait to be sent with others.
+    #[serde(default = "default_export_delay")]
+    pub export_delay_ms: u64,
+}
+
+fn default_service_name() -> String {
+    "actorchain-sts".into()
+}
+fn default_export_delay() -> u64 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +240,15 @@ impl Config {
             }
             if !(10..=86_400).contains(&p.jwks_refresh_seconds) {
                 return Err(format!("people[{i}].jwks_refresh_seconds: must be between 10 and 86400"));
+            }
+        }
+        if let Some(t) = &self.telemetry {
+            let rest = t.otlp_endpoint.strip_prefix("http://").unwrap_or("");
+            if rest.is_empty() || rest.starts_with('/') || rest.contains('@') {
+                return Err("telemetry.otlp_endpoint: must be http://host:port/path".into());
+            }
+            if !(10..=60_000).contains(&t.export_delay_ms) {
+                return Err("telemetry.export_delay_ms: must be between 10 and 60000".into());
             }
         }
         Ok(())

@@ -24,4 +24,5 @@ pub mod server;
 pub mod state;
 pub mod svid;
 pub mod sync;
+pub mod telemetry;
 pub mod token_endpoint;

@@ -225,7 +225,9 @@ fn serve(config: PathBuf, listen: Option<SocketAddr>, admin_listen: Option<Socke
     .map_err(|e| e.to_string())?;
     let sts = Sts::open(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(async move {
+    let serving = sts.clone();
+    let stopped = rt.block_on(async move {
+        let sts = serving;
         let cfg = sts.config().clone();
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("listen {}: {e}", cfg.listen))?;
         let admin = tokio::net::TcpListener::bind(cfg.admin_listen).await.map_err(|e| format!("admin_listen {}: {e}", cfg.admin_listen))?;
@@ -255,5 +257,8 @@ fn serve(config: PathBuf, listen: Option<SocketAddr>, admin_listen: Option<Socke
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
         }
-    })
+    });
+    // Spans still batched go out before the process ends.
+    sts.telemetry.shutdown();
+    stopped
 }

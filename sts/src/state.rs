@@ -21,6 +21,7 @@ use crate::registry::Registry;
 use crate::revocations::{Revocations, SqliteRevocations};
 use crate::svid;
 use crate::sync::{Locked, ReadWrite};
+use crate::telemetry::Telemetry;
 
 pub(crate) struct KeyState {
     pub(crate) ring: KeyRing,
@@ -49,6 +50,7 @@ pub struct Sts {
     pub(crate) ledger: Ledger,
     pub(crate) ledger_reader: Mutex<Box<dyn LedgerStore>>,
     pub revocations: Revocations,
+    pub telemetry: Telemetry,
 }
 
 pub fn unix_now() -> u64 {
@@ -107,7 +109,12 @@ impl Sts {
             Database::Sqlite(p) => Box::new(SqliteRevocations::open(p)?),
             Database::Postgres(url) => Box::new(PgRevocations::open(url)?),
         })?;
+        let telemetry = match &cfg.telemetry {
+            Some(t) => Telemetry::start(t)?,
+            None => Telemetry::off(),
+        };
         let sts = Sts {
+            telemetry,
             ledger_reader: Mutex::new(open_ledger(&db)?),
             ledger,
             revocations,

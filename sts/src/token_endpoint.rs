@@ -1,7 +1,7 @@
 //! The token endpoint's work, start to finish: parse, authenticate, decide, sign, record in the
 //! ledger, audit. Nothing is answered before the decision is durable.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actorchain_token::wire::ExchangeResponse;
 use actorchain_token::{sign_compact, TimeWindow, TYP_ACCESS_TOKEN};
@@ -18,9 +18,11 @@ use crate::sync::ReadWrite;
 impl Sts {
     /// One exchange, start to finish: parse, authenticate, decide, sign, record in the ledger,
     /// audit. Returns the HTTP status and JSON body; nothing is answered before the decision is
-    /// durable. Used by the HTTP handler and by in-process benchmarks.
-    pub async fn exchange(&self, body: &[u8], peer: &Peer, now: u64) -> (u16, String) {
+    /// durable. `traceparent` (the caller's W3C trace context) parents the exchange's span. Used
+    /// by the HTTP handler and by in-process benchmarks.
+    pub async fn exchange(&self, body: &[u8], peer: &Peer, traceparent: Option<&str>, now: u64) -> (u16, String) {
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let mut rec = AuditRecord { ts: now, ..Default::default() };
         let outcome = self.exchange_inner(body, peer, now, &mut rec);
         let (mut status, mut body, mut reason) = match outcome {
@@ -39,6 +41,7 @@ impl Sts {
         }
         self.audit.emit("decision", &rec);
         self.metrics.decision(rec.decision, reason, started.elapsed());
+        self.telemetry.exchange(traceparent, started_at, &rec);
         (status, body)
     }
 

@@ -94,3 +94,24 @@ async fn every_endpoint_answers_in_process() {
     assert_eq!(ready.status, 200);
     assert!(read(health(&sts, "/metrics")).await.body.contains("actorchain_sts_decisions_total"));
 }
+
+#[test]
+fn telemetry_is_off_unless_a_collector_is_named_and_a_bad_one_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    dev::init(dir.path(), false).unwrap();
+    let file = dir.path().join("sts.toml");
+    assert!(Config::load(&file).unwrap().telemetry.is_none());
+    let base = std::fs::read_to_string(&file).unwrap();
+    for (section, field) in [
+        ("otlp_endpoint = \"https://collector:4318/v1/traces\"", "telemetry.otlp_endpoint"),
+        ("otlp_endpoint = \"http://\"", "telemetry.otlp_endpoint"),
+        ("otlp_endpoint = \"http://c:4318/v1/traces\"\nexport_delay_ms = 0", "telemetry.export_delay_ms"),
+    ] {
+        std::fs::write(&file, format!("{base}\n[telemetry]\n{section}\n")).unwrap();
+        let e = Config::load(&file).unwrap_err();
+        assert!(e.contains(field), "{section}: {e}");
+    }
+    std::fs::write(&file, format!("{base}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n")).unwrap();
+    let t = Config::load(&file).unwrap().telemetry.unwrap();
+    assert_eq!((t.service_name.as_str(), t.export_delay_ms), ("actorchain-sts", 1000));
+}

@@ -46,33 +46,38 @@ pub(crate) async fn revocation_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
 /// read as identity, a finished request's key — never decides whose identity travels on.
 pub(crate) async fn borrowing_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
     let auth = format!("Bearer {}", f.sign(&f.header(), &f.claims("hostile-borrow")));
-    let forged = "actorchain=0123456789abcdef0123456789abcdef";
-    let h = [
-        ("authorization", auth.as_str()),
-        ("content-type", "application/json"),
-        ("tracestate", forged),
-        ("x_actorchain_sub", "admin"),
-        ("X-Actorchain_Chain", "root-agent"),
-    ];
-    let mut conn = demo.ingress("investigation", "oncall").await.unwrap();
-    let r = conn.request("POST", "/investigate", &h, tools_call("create_pr").to_string().into_bytes()).await.unwrap();
-    let received = serde_json::from_str::<Value>(&r.body).unwrap_or_default()["received"].clone();
-    let state = received["tracestate"].as_str().unwrap_or("none").to_string();
-    let key_seen = if state.contains(forged) { "the caller's key reached the app" } else { "a key the sidecar minted" };
+    let post = |extra: Vec<(&'static str, &'static str)>| {
+        let auth = auth.clone();
+        async move {
+            let mut h = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+            h.extend(extra);
+            let mut conn = demo.ingress("investigation", "oncall").await.unwrap();
+            let r = conn.request("POST", "/investigate", &h, tools_call("create_pr").to_string().into_bytes()).await.unwrap();
+            let body = serde_json::from_str::<Value>(&r.body).unwrap_or_default();
+            (r.status, body)
+        }
+    };
+    // A caller's own key, in either carrier (with a trace, so Envoy's tracer would pass it on).
+    let mut forged_rows = Vec::new();
+    for (header, id) in [("tracestate", "tracestate-forged"), ("baggage", "baggage-forged")] {
+        let extra = vec![("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), (header, FORGED_KEY)];
+        let (status, body) = post(extra).await;
+        let attack = format!("a caller's own `{header}` member `actorchain=<key>`");
+        let observed = format!("{status} {}", body["reason"].as_str().unwrap_or("?"));
+        forged_rows.push(row(id, &attack, "filter", Expect(400, "correlation_forged").show(), observed));
+    }
+    let (_, body) = post(vec![("x_actorchain_sub", "admin"), ("X-Actorchain_Chain", "root-agent")]).await;
+    let received = body["received"].clone();
+    assert!(received.is_object(), "the app answered: {body}");
     let lookalikes: Vec<&String> =
         received.as_object().into_iter().flatten().map(|(k, _)| k).filter(|k| k.contains('_') || k.contains("Actorchain")).collect();
     let spoofed = if lookalikes.is_empty() { "none reached the app".to_string() } else { format!("reached the app: {lookalikes:?}") };
     // A finished request's key, replayed by the app with no token: its record is gone.
+    let state = received["tracestate"].as_str().unwrap_or_default().to_string();
+    assert!(state.starts_with("actorchain="), "the app got a key: {received}");
     let h = [("tracestate", state.as_str()), ("content-type", "application/json")];
     let (status, body) = demo.call_egress("investigation", "mcp-gateway", "/mcp", &h, tools_call("create_pr")).await.unwrap();
-    vec![
-        row(
-            "tracestate-forged",
-            "a caller's own `tracestate` member `actorchain=<key>`",
-            "filter",
-            "a key the sidecar minted".into(),
-            key_seen.into(),
-        ),
+    forged_rows.extend([
         row(
             "header-lookalike",
             "`x_actorchain_sub`, `X-Actorchain_Chain` (read as identity by CGI/WSGI-style apps)",
@@ -87,8 +92,12 @@ pub(crate) async fn borrowing_rows(demo: &Demo, f: &Forge) -> Vec<Row> {
             Expect(403, "no_subject_token").show(),
             format!("{status} {}", body["reason"].as_str().unwrap_or("?")),
         ),
-    ]
+    ]);
+    forged_rows
 }
+
+/// A correlation key a caller made up.
+const FORGED_KEY: &str = "actorchain=0123456789abcdef0123456789abcdef";
 
 /// Tokens naming kids nobody has make the filter refetch the JWKS at most once per
 /// `jwks_min_refetch_seconds` (10 s), not once per token.

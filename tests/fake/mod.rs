@@ -40,6 +40,8 @@ pub struct Fake {
     pub warnings: RefCell<Vec<String>>,
     pub counts: Vec<String>,
     pub gauges: HashMap<String, u64>,
+    /// Trace tags set on the request (filter state in Envoy).
+    pub tags: HashMap<String, String>,
     pub dispatch_fails: bool,
     /// The callout answer being delivered: status and body.
     pub callout: Option<(Option<u32>, Vec<u8>)>,
@@ -156,6 +158,10 @@ impl Host for Fake {
     fn warn(&self, line: &str) {
         self.warnings.borrow_mut().push(line.to_string());
     }
+    fn set_trace_tag(&mut self, name: &str, value: &str) {
+        self.events.push(format!("tag {name}={value}"));
+        self.tags.insert(name.to_string(), value.to_string());
+    }
     fn count(&mut self, metric: &str) {
         self.counts.push(metric.to_string());
     }
@@ -219,5 +225,5 @@ pub fn outbound_cfg() -> OutboundConfig {
 
 /// Request `ctx`'s outbound filter, sharing `inflight` with the worker's other requests.
 pub fn outbound(inflight: &Rc<RefCell<Inflight>>, ctx: u32) -> OutboundFilter {
-    OutboundFilter { cfg: Rc::new(outbound_cfg()), revoked: Rc::default(), inflight: inflight.clone(), context_id: ctx, pending: None }
+    OutboundFilter::new(Rc::new(outbound_cfg()), Rc::default(), inflight.clone(), ctx)
 }
