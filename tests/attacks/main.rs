@@ -28,7 +28,7 @@ mod tokens;
 use ecdsa::{ecdsa_filter_rows, ecdsa_sts_rows};
 use filter_requests::{borrowing_rows, kid_storm_row, nested_act_row, revocation_rows};
 use sts_requests::request_rows;
-use tokens::token_rows;
+use tokens::{token_cases, token_rows};
 
 /// What a target is expected to answer: an HTTP status and the machine-readable reason.
 #[derive(Clone, Copy)]
@@ -194,4 +194,43 @@ async fn every_attack_is_refused_for_the_named_reason() {
         &rows,
     );
     hostile::check_doc(&root.join("docs/hardening-attacks.md"), &doc).unwrap();
+}
+
+/// Rolling out: with every sidecar observing only (`"enforce": false`), each token and header
+/// attack of the table above reaches the app, and is counted under exactly the reason an
+/// enforcing sidecar refuses it with; the same sidecar enforcing refuses them (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observed_only_every_token_attack_reaches_the_app_counted_with_its_reason() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let tuning = Tuning { enforce: Some(false), ..Tuning::default() };
+    let demo = Demo::start_tuned(Paths::workspace(&root, "debug", work.path().to_path_buf()), tuning).await.expect("demo topology starts");
+    let f = Forge::read(&demo.dev, actorchain_sts::server::unix_now()).unwrap();
+    let (canary_port, _) = canary();
+    let w = demo.workload("investigation").unwrap().clone();
+    let (mut observed_cases, mut wrong, mut reasons) = (0, Vec::new(), std::collections::BTreeSet::new());
+    for case in token_cases(&f, canary_port) {
+        // Envoy's own header limit answers before any filter runs, observing or not.
+        let Some(expect) = case.filter.filter(|e| e.0 != 200 && e.0 != 431) else { continue };
+        let counter = format!("actorchain.inbound.would_refuse.{}$", expect.1);
+        let before = demo.counter(&w, &counter).await;
+        let outcome = at_filter(&demo, &case.authorization).await;
+        let counted = demo.counter(&w, &counter).await - before;
+        if outcome != ACCEPTED.show() || counted != 1 {
+            wrong.push(format!("{}: {outcome}, would_refuse.{} counted {counted} times", case.id, expect.1));
+        }
+        observed_cases += 1;
+        reasons.insert(expect.1);
+    }
+    assert!(observed_cases > 80, "only {observed_cases} cases");
+    // The operator's report lists every one of those reasons.
+    let sts_bin = Paths::workspace(&root, "debug", work.path().to_path_buf()).sts_bin;
+    let out = std::process::Command::new(sts_bin).arg("would-refuse").arg(work.path().join("envoy/investigation.log")).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    for reason in reasons {
+        if !report.lines().any(|l| l.contains("inbound") && l.ends_with(reason)) {
+            wrong.push(format!("{reason} missing from the would-refuse report"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {observed_cases} observed attacks went otherwise:\n{}", wrong.len(), wrong.join("\n"));
 }
