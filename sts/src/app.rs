@@ -106,11 +106,15 @@ where
             },
             Err(e) => refused(&e),
         },
+        (&Method::POST, "/admin/ledger/checkpoint") if sts.is_admin(peer) => match sts.checkpoint(unix_now()) {
+            Ok(file) => no_store(json(200, actorchain_token::to_json(&file))),
+            Err(e) => refused(&ExchangeError::new(OAuthCode::ServerError, "ledger_unavailable", e).with_status(503)),
+        },
         (&Method::GET, "/admin/ledger") if sts.is_admin(peer) => match sts.ledger_query(req.uri().query().unwrap_or("")) {
             Ok(v) => json(200, v.to_string()),
             Err(e) => refused(&e),
         },
-        (_, "/revoke") | (_, "/admin/revocations") | (_, "/admin/ledger") => refused(&admin_only()),
+        (_, "/revoke") | (_, "/admin/revocations") | (_, "/admin/ledger") | (_, "/admin/ledger/checkpoint") => refused(&admin_only()),
         (&Method::GET, "/revocations") if matches!(peer, Peer::Workload(_)) => {
             let since = req
                 .uri()
@@ -126,6 +130,11 @@ where
             let mut r = json(200, sts.jwks());
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
             r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+            r
+        }
+        (&Method::GET, "/.well-known/ledger-keys.json") => {
+            let mut r = json(200, sts.ledger_key.published().to_jwks());
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
             r
         }
         (&Method::GET, "/.well-known/oauth-authorization-server") => json(200, sts.metadata()),

@@ -40,6 +40,27 @@ pub struct Config {
     pub people: Vec<PersonIssuerConfig>,
     /// OpenTelemetry spans for exchanges; none are made without it.
     pub telemetry: Option<TelemetryConfig>,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// How often the STS signs the ledger's head into `checkpoints.jsonl` in the state directory
+    /// (0: only on demand, `POST /admin/ledger/checkpoint`).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every_seconds: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { checkpoint_every_seconds: default_checkpoint_every() }
+    }
+}
+
+fn default_checkpoint_every() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +285,16 @@ impl Config {
             Some(d) => Database::Sqlite(d.clone()),
             None => Database::Sqlite(self.state_dir.join("actorchain.db")),
         }
+    }
+
+    /// The key that signs ledger checkpoints; never in the database.
+    pub fn ledger_key_file(&self) -> PathBuf {
+        self.state_dir.join("ledger-key.json")
+    }
+
+    /// Where the periodic checkpoints are kept, one JSON line each.
+    pub fn checkpoints_file(&self) -> PathBuf {
+        self.state_dir.join("checkpoints.jsonl")
     }
 
     pub fn keys_file(&self) -> PathBuf {

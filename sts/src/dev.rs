@@ -104,6 +104,10 @@ alg = "EdDSA"
 rotate_every_seconds = 86400
 publish_lead_seconds = 600
 
+# The ledger's head is signed into state/checkpoints.jsonl this often (0: only on demand).
+[ledger]
+checkpoint_every_seconds = 300
+
 # A span per exchange to an OpenTelemetry collector (OTLP/HTTP), under the caller's traceparent:
 #   [telemetry]
 #   otlp_endpoint = "http://127.0.0.1:4318/v1/traces"

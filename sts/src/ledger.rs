@@ -38,6 +38,8 @@ pub trait LedgerStore: Send {
     /// process or replica) can interleave with, so there is one chain however many write.
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), String>;
     fn rows(&mut self, filter: &Filter) -> Result<Vec<Row>, String>;
+    /// The last record's sequence number and hash (`None` for an empty ledger).
+    fn head(&mut self) -> Result<Option<(u64, String)>, String>;
 }
 
 /// The rows `f` selects, the issuer of their subject included.
@@ -167,13 +169,9 @@ impl SqliteLedger {
 
 impl LedgerStore for SqliteLedger {
     fn append(&mut self, records: &[AuditRecord]) -> Result<(), String> {
-        use rusqlite::OptionalExtension;
         // IMMEDIATE: the write lock is taken before the head is read.
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
-        let head = tx
-            .query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-            .optional()
-            .map_err(|e| e.to_string())?;
+        let head = sqlite_head(&tx)?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -207,6 +205,17 @@ impl LedgerStore for SqliteLedger {
             .map_err(|e| e.to_string())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
     }
+
+    fn head(&mut self) -> Result<Option<(u64, String)>, String> {
+        sqlite_head(&self.conn)
+    }
+}
+
+fn sqlite_head(conn: &rusqlite::Connection) -> Result<Option<(u64, String)>, String> {
+    use rusqlite::OptionalExtension;
+    conn.query_row("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .optional()
+        .map_err(|e| e.to_string())
 }
 
 /// RFC 3339 UTC for a Unix time (civil-from-days, proleptic Gregorian).

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod bench_report;
+pub mod checkpoint;
 pub mod config;
 pub mod db;
 pub mod dev;

@@ -59,10 +59,26 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LedgerCmd {
-    /// Check every record's link; names the first record edited, removed or reordered.
+    /// Check every record's link; names the first record edited, removed or reordered. With a
+    /// checkpoint, also that every record it covers is still there, unchanged.
     Verify {
         #[arg(long)]
         db: PathBuf,
+        /// A checkpoint file (`ledger checkpoint`, `POST /admin/ledger/checkpoint`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The STS's published ledger keys (`/.well-known/ledger-keys.json`) the checkpoint must be
+        /// signed with; without it, the key the checkpoint names is shown for you to compare.
+        #[arg(long, requires = "checkpoint")]
+        keys: Option<PathBuf>,
+    },
+    /// Sign the ledger's head now with the STS's ledger key (from its configuration's state
+    /// directory) and write the checkpoint for an auditor to keep.
+    Checkpoint {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The delegation tree of one session.
     Tree {
@@ -157,6 +173,7 @@ fn main() {
 }
 
 fn run_ledger(cmd: LedgerCmd) -> Result<(), String> {
+    use actorchain_sts::checkpoint;
     use actorchain_sts::config::Database;
     use actorchain_sts::ledger::{self, Filter};
     let open = |db: &PathBuf| match Database::from_arg(db) {
@@ -164,15 +181,42 @@ fn run_ledger(cmd: LedgerCmd) -> Result<(), String> {
         d => actorchain_sts::server::open_ledger(&d),
     };
     match cmd {
-        LedgerCmd::Verify { db } => {
+        LedgerCmd::Verify { db, checkpoint, keys } => {
             let rows = open(&db)?.rows(&Filter::default())?;
-            match ledger::verify(&rows) {
-                Ok(n) => {
-                    println!("{}: {n} records, chain intact", actorchain_sts::pg::redact(&db.display().to_string()));
-                    Ok(())
-                }
-                Err(t) => Err(format!("{}: record {}: {}", actorchain_sts::pg::redact(&db.display().to_string()), t.seq, t.what)),
-            }
+            let name = actorchain_sts::pg::redact(&db.display().to_string());
+            let n = ledger::verify(&rows).map_err(|t| format!("{name}: record {}: {}", t.seq, t.what))?;
+            let Some(cp) = checkpoint else {
+                println!("{name}: {n} records, chain intact");
+                return Ok(());
+            };
+            let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+            let pinned = match &keys {
+                Some(k) => Some(actorchain_token::KeySet::from_jwks(read(k)?.as_bytes()).map_err(|e| format!("{}: {e}", k.display()))?),
+                None => None,
+            };
+            let head = checkpoint::verify(&rows, &read(&cp)?, pinned.as_ref()).map_err(|e| format!("{name}: {e}"))?;
+            let signer = if keys.is_some() {
+                "a pinned ledger key".to_string()
+            } else {
+                format!("key {} (compare with the STS's ledger keys)", checkpoint::signer(&read(&cp)?))
+            };
+            println!(
+                "{name}: {n} records, chain intact; the {} covered by the checkpoint of {} ({}) are all there, unchanged; signed by {signer}",
+                head.count,
+                ledger::rfc3339(head.iat),
+                head.iss
+            );
+            Ok(())
+        }
+        LedgerCmd::Checkpoint { config, out } => {
+            let cfg = Config::load(&config)?;
+            let key = checkpoint::LedgerKey::load_or_create(&cfg.ledger_key_file())?;
+            let mut store = actorchain_sts::server::open_ledger(&cfg.database())?;
+            let (count, head) = store.head()?.unwrap_or_else(|| (0, ledger::GENESIS.to_string()));
+            let file = key.sign(&cfg.issuer, count, &head, unix_now());
+            std::fs::write(&out, actorchain_token::to_json_pretty(&file)).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("{}: checkpoint of {count} records", out.display());
+            Ok(())
         }
         LedgerCmd::Tree { db, sid } => {
             let rows = open(&db)?.rows(&Filter { sid: Some(sid.clone()), ..Default::default() })?;

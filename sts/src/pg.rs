@@ -92,16 +92,24 @@ impl LedgerStore for PgLedger {
     fn rows(&mut self, f: &Filter) -> Result<Vec<Row>, String> {
         blocking(|| self.rows_now(f))
     }
+
+    fn head(&mut self) -> Result<Option<(u64, String)>, String> {
+        blocking(|| pg_head(&mut self.client))
+    }
+}
+
+fn pg_head(client: &mut impl postgres::GenericClient) -> Result<Option<(u64, String)>, String> {
+    Ok(client
+        .query_opt("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", &[])
+        .map_err(err)?
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1))))
 }
 
 impl PgLedger {
     fn append_now(&mut self, records: &[AuditRecord]) -> Result<(), String> {
         let mut tx = self.client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK]).map_err(err)?;
-        let head = tx
-            .query_opt("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1", &[])
-            .map_err(err)?
-            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1)));
+        let head = pg_head(&mut tx)?;
         let stmt = tx
             .prepare("INSERT INTO ledger (seq, ts, sid, sub, chain, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .map_err(err)?;

@@ -10,6 +10,7 @@ use actorchain_token::wire::{GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
 use actorchain_token::{KeySet, TimeWindow};
 
 use crate::audit::AuditLog;
+use crate::checkpoint::{self, CheckpointFile, LedgerKey};
 use crate::config::{Config, Database};
 use crate::exchange::{PersonSource, SvidTrust};
 use crate::https_client::Connection;
@@ -51,6 +52,9 @@ pub struct Sts {
     pub(crate) ledger_reader: Mutex<Box<dyn LedgerStore>>,
     pub revocations: Revocations,
     pub telemetry: Telemetry,
+    pub(crate) ledger_key: LedgerKey,
+    /// When the last periodic checkpoint was signed.
+    last_checkpoint: Mutex<u64>,
 }
 
 pub fn unix_now() -> u64 {
@@ -113,8 +117,11 @@ impl Sts {
             Some(t) => Telemetry::start(t)?,
             None => Telemetry::off(),
         };
+        let ledger_key = LedgerKey::load_or_create(&cfg.ledger_key_file())?;
         let sts = Sts {
             telemetry,
+            ledger_key,
+            last_checkpoint: Mutex::new(unix_now()),
             ledger_reader: Mutex::new(open_ledger(&db)?),
             ledger,
             revocations,
@@ -205,9 +212,34 @@ impl Sts {
         }
     }
 
+    /// Signs the ledger's head as of `now` and keeps the checkpoint in the state directory.
+    pub fn checkpoint(&self, now: u64) -> Result<CheckpointFile, String> {
+        let (count, head) = self.ledger_reader.locked().head()?.unwrap_or_else(|| (0, crate::ledger::GENESIS.to_string()));
+        let file = self.ledger_key.sign(&self.cfg.issuer, count, &head, now);
+        checkpoint::keep(&self.cfg.checkpoints_file(), &file)?;
+        self.audit.emit("checkpoint", &serde_json::json!({ "ts": now, "count": count, "head": head }));
+        Ok(file)
+    }
+
+    fn periodic_checkpoint(&self, now: u64) {
+        let every = self.cfg.ledger.checkpoint_every_seconds;
+        {
+            let mut last = self.last_checkpoint.locked();
+            if every == 0 || now < *last + every {
+                return;
+            }
+            *last = now;
+        }
+        if let Err(e) = self.checkpoint(now) {
+            self.audit.emit("checkpoint", &serde_json::json!({ "ts": now, "error": e }));
+        }
+    }
+
     /// Periodic upkeep: reloads files that changed (keeping the old version when the new one is
-    /// invalid) and rotates keys. `force` reloads regardless of modification times (SIGHUP).
+    /// invalid), rotates keys and signs ledger checkpoints when due. `force` reloads regardless of
+    /// modification times (SIGHUP).
     pub fn refresh(&self, now: u64, force: bool) {
+        self.periodic_checkpoint(now);
         let changed: Vec<PathBuf> = {
             let mut seen = self.mtimes.locked();
             watched_files(&self.cfg)

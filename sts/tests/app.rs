@@ -115,3 +115,90 @@ fn telemetry_is_off_unless_a_collector_is_named_and_a_bad_one_is_named_in_the_er
     let t = Config::load(&file).unwrap().telemetry.unwrap();
     assert_eq!((t.service_name.as_str(), t.export_delay_ms), ("actorchain-sts", 1000));
 }
+
+/// `actorchain-sts ledger verify` with a checkpoint: its outcome line, or its error.
+fn verify_with(db: &std::path::Path, checkpoint: &std::path::Path, keys: &std::path::Path) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_actorchain-sts"))
+        .args(["ledger", "verify", "--db"])
+        .arg(db)
+        .arg("--checkpoint")
+        .arg(checkpoint)
+        .arg("--keys")
+        .arg(keys)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_name_what_was_cut_or_rewritten_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    dev::init(dir.path(), false).unwrap();
+    let cfg = Config::load(&dir.path().join("sts.toml")).unwrap();
+    let (db, state) = (cfg.state_dir.join("actorchain.db"), cfg.state_dir.clone());
+    let sts = Sts::open(cfg).unwrap();
+    let (oncall, admin) = (Peer::Workload(dev::workload_id("oncall")), Peer::Workload(dev::workload_id("admin")));
+    let form = "application/x-www-form-urlencoded";
+    let person = dev::person_token(dir.path(), "user1", "oncall-agent", "incidents:read", 600, None, unix_now()).unwrap();
+    let ask = ExchangeRequest { subject: Some(&person), audience: "investigation-agent", scope: None, client_id: "oncall-agent" }.form();
+    let exchange = || async { assert_eq!(call(&sts, "POST", "/token", form, &ask, &oncall).await.status, 200) };
+    for _ in 0..6 {
+        exchange().await;
+    }
+    // On demand, for admins only; the key is published like the JWKS.
+    assert_eq!(call(&sts, "POST", "/admin/ledger/checkpoint", "application/json", "", &oncall).await.status, 403);
+    let cp = call(&sts, "POST", "/admin/ledger/checkpoint", "application/json", "", &admin).await;
+    assert_eq!(cp.status, 200, "{}", cp.body);
+    let keys = call(&sts, "GET", "/.well-known/ledger-keys.json", "application/json", "", &Peer::Anonymous).await;
+    let (cp_file, keys_file) = (dir.path().join("checkpoint.json"), dir.path().join("ledger-keys.json"));
+    std::fs::write(&cp_file, &cp.body).unwrap();
+    std::fs::write(&keys_file, &keys.body).unwrap();
+    exchange().await;
+    exchange().await;
+    let ok = verify_with(&db, &cp_file, &keys_file).unwrap();
+    assert!(ok.contains("8 records, chain intact; the 6 covered by the checkpoint"), "{ok}");
+
+    // Whoever can write the database relinks an edited record: the chain alone passes, the checkpoint does not.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT seq, body FROM ledger ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = actorchain_sts::ledger::GENESIS.to_string();
+    for (seq, body) in &rows {
+        let body = if *seq == 3 { body.replace("\"granted\"", "\"refused\"") } else { body.clone() };
+        let hash = actorchain_sts::ledger::link_hash(&prev, *seq as u64, &body);
+        conn.execute("UPDATE ledger SET body = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4", rusqlite::params![body, prev, hash, seq])
+            .unwrap();
+        prev = hash;
+    }
+    let e = verify_with(&db, &cp_file, &keys_file).unwrap_err();
+    assert!(e.contains("records up to 6 are not the ones the checkpoint covers"), "{e}");
+    // The newest records cut off (after the checkpoint was taken, before the auditor looks).
+    conn.execute("DELETE FROM ledger WHERE seq > 4", []).unwrap();
+    let e = verify_with(&db, &cp_file, &keys_file).unwrap_err();
+    assert!(e.contains("2 records removed from the tail: the checkpoint covers 6, the ledger holds 4"), "{e}");
+    // A checkpoint is only as good as its key: another key is refused.
+    let other = actorchain_sts::checkpoint::LedgerKey::load_or_create(&dir.path().join("other-key.json")).unwrap();
+    std::fs::write(&keys_file, other.published().to_jwks()).unwrap();
+    let e = verify_with(&db, &cp_file, &keys_file).unwrap_err();
+    assert!(e.contains("not in the pinned set"), "{e}");
+
+    // Periodically too, into the state directory; the ledger key is never in the database.
+    sts.refresh(unix_now() + 301, false);
+    let kept = std::fs::read_to_string(state.join("checkpoints.jsonl")).unwrap();
+    assert_eq!(kept.lines().count(), 2, "{kept}");
+    let secret = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(state.join("ledger-key.json")).unwrap()).unwrap();
+    let secret = secret["secret"].as_str().unwrap().to_string();
+    for file in [db.clone(), db.with_extension("db-wal")] {
+        assert!(!String::from_utf8_lossy(&std::fs::read(&file).unwrap_or_default()).contains(&secret), "{}", file.display());
+    }
+}
