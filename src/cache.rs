@@ -46,6 +46,8 @@ pub fn unstamp(bytes: &[u8]) -> Option<(u64, &str)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry<'a> {
     pub exp: u64,
+    /// When the token was issued: a person's or an agent's revocation covers tokens issued up to it.
+    pub iat: u64,
     pub jti: &'a str,
     pub sid: &'a str,
     pub sub_iss: &'a str,
@@ -66,13 +68,15 @@ fn field(s: &str) -> String {
 impl<'a> Entry<'a> {
     pub fn encode(&self) -> Vec<u8> {
         let (jti, sid, iss, sub) = (field(self.jti), field(self.sid), field(self.sub_iss), field(self.sub));
-        format!("{}\n{jti}\n{sid}\n{iss}\n{sub}\n{}\n{}", self.exp, self.agents, self.token).into_bytes()
+        format!("{} {}\n{jti}\n{sid}\n{iss}\n{sub}\n{}\n{}", self.exp, self.iat, self.agents, self.token).into_bytes()
     }
 
     pub fn decode(bytes: &'a [u8]) -> Option<Entry<'a>> {
         let mut p = std::str::from_utf8(bytes).ok()?.splitn(7, '\n');
+        let (exp, iat) = p.next()?.split_once(' ')?;
         let e = Entry {
-            exp: p.next()?.parse().ok()?,
+            exp: exp.parse().ok()?,
+            iat: iat.parse().ok()?,
             jti: p.next()?,
             sid: p.next()?,
             sub_iss: p.next()?,
@@ -91,6 +95,7 @@ impl<'a> Entry<'a> {
             sub_iss: self.sub_iss,
             sub: self.sub,
             agents: self.agents.split(',').filter(nonempty),
+            iat: self.iat,
         }
     }
 }
@@ -113,12 +118,13 @@ mod tests {
         assert_eq!(unstamp(&stamp(42, "doc")), Some((42, "doc")));
         assert_eq!(unstamp(b""), None);
         assert_eq!(unstamp(b"x\ndoc"), None);
-        let e = Entry { exp: 9, jti: "j\n1", sid: "s", sub_iss: "https://idp", sub: "user1", agents: "a,b", token: "t.o.k" };
+        let e = Entry { exp: 9, iat: 3, jti: "j\n1", sid: "s", sub_iss: "https://idp", sub: "user1", agents: "a,b", token: "t.o.k" };
         let bytes = e.encode();
         let d = Entry::decode(&bytes).unwrap();
-        assert_eq!((d.exp, d.jti, d.sub_iss, d.agents, d.token), (9, "j 1", "https://idp", "a,b", "t.o.k"));
+        assert_eq!((d.exp, d.iat, d.jti, d.sub_iss, d.agents, d.token), (9, 3, "j 1", "https://idp", "a,b", "t.o.k"));
         assert_eq!(d.handles().agents.collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(Entry::decode(b"9\nj\ns\ni\nu\na\n"), None);
+        assert_eq!(Entry::decode(b"9 3\nj\ns\ni\nu\na\n"), None);
+        assert_eq!(Entry::decode(b"9\nj\ns\ni\nu\na\nt"), None);
         assert!(fresh(100, 80, 10));
         assert!(!fresh(100, 90, 10));
     }

@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn records_say_how_they_may_be_found() {
-        let e = Entry { exp: 9, jti: "j", sid: "s", sub_iss: "https://idp", sub: "u", agents: "", token: "t.o.k" };
+        let e = Entry { exp: 9, iat: 1, jti: "j", sid: "s", sub_iss: "https://idp", sub: "u", agents: "", token: "t.o.k" };
         let (ts, bg) = (Carrier::List(ListHeader::TraceState), Carrier::List(ListHeader::Baggage));
         let only_ts = encode_record(&e, &[ts]);
         assert_eq!(decode_record(&only_ts, ts).map(|e| e.token), Some("t.o.k"));

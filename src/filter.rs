@@ -171,6 +171,7 @@ impl InboundFilter {
         let agents = who.agents.join(",");
         let entry = cache::Entry {
             exp: who.exp,
+            iat: who.iat,
             jti: who.jti.as_deref().unwrap_or(""),
             sid: who.sid.as_deref().unwrap_or(""),
             sub_iss: &who.sub_iss,
@@ -552,6 +553,7 @@ impl OutboundFilter {
                 let agents = chain.join(",");
                 let entry = cache::Entry {
                     exp,
+                    iat: claims.iat,
                     jti: &claims.jti,
                     sid: &claims.sid,
                     sub_iss: &claims.sub_id.iss,

@@ -17,6 +17,9 @@ pub struct Verified {
     pub sid: Option<String>,
     pub jti: Option<String>,
     pub exp: u64,
+    /// When the token was issued (0 when a person's token does not say), for revocations of a
+    /// person or an agent as of a moment.
+    pub iat: u64,
     /// SPIFFE ID of the workload the current actor was attested on; none for a person's token.
     pub actor_workload: Option<String>,
 }
@@ -30,6 +33,7 @@ impl Verified {
             sub_iss: &self.sub_iss,
             sub: &self.sub,
             agents: self.agents.iter().map(String::as_str),
+            iat: self.iat,
         }
     }
 }

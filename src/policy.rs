@@ -181,6 +181,7 @@ mod tests {
             sid: None,
             jti: None,
             exp: 0,
+            iat: 0,
             actor_workload: None,
         }
     }

@@ -44,10 +44,7 @@ impl Revocations {
         let before = self.entries.len();
         self.entries.retain(|e| e.expires_at > now);
         if self.entries.len() != before || self.set.len() != self.entries.len() {
-            self.set = RevocationSet::default();
-            for e in &self.entries {
-                self.set.insert(e.kind, &e.value);
-            }
+            self.set = RevocationSet::from_entries(&self.entries);
         }
     }
 
@@ -84,7 +81,7 @@ mod tests {
     use super::*;
 
     fn entry(id: u64, kind: RevocationKind, value: &str, expires_at: u64) -> RevocationEntry {
-        RevocationEntry { id, kind, value: value.into(), revoked_at: 0, expires_at }
+        RevocationEntry { id, kind, value: value.into(), revoked_at: 0, expires_at, lifts: None }
     }
 
     #[test]

@@ -85,6 +85,7 @@ mod tests {
             sid: None,
             jti: None,
             exp,
+            iat: 0,
             actor_workload: None,
         }
     }

@@ -205,10 +205,38 @@ async fn revocation_reaches_a_running_workflow_within_two_seconds() {
     assert!(tree.contains("refused (session_revoked)"), "{tree}");
 
     // The person: both of user1's sessions, not user2's.
-    demo.revoke_person(actorchain_sts::dev::IDP_ISSUER, "user1").await.unwrap();
+    let person = demo.revoke_person(actorchain_sts::dev::IDP_ISSUER, "user1").await.unwrap();
     let (_, resp) = refused_within(&demo, &b, limit).await;
     assert!(refusal_reason(&resp).contains("person_revoked"), "{resp}");
     assert_eq!(scenario::oncall(&demo, &c, &[]).await.unwrap().status, 200);
+    // As of that moment: user1 logs in again and works; lifted, the old session works again.
+    let revoked_at = person["revoked_at"].as_u64().unwrap();
+    while actorchain_sts::server::unix_now() <= revoked_at {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let relogin = demo.person_token("user1", "incidents:read repo:write", 600).unwrap();
+    let run = scenario::oncall(&demo, &relogin, &[]).await.unwrap();
+    assert_eq!(run.status, 200, "a new login after the revocation: {}", run.response);
+    assert_eq!(refusal_reason(&scenario::oncall(&demo, &b, &[]).await.unwrap().response), "person_revoked");
+    demo.lift(person["id"].as_u64().unwrap(), "demo: laptop found").await.unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let mut again = scenario::oncall(&demo, &b, &[]).await.unwrap();
+    while again.status != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        again = scenario::oncall(&demo, &b, &[]).await.unwrap();
+    }
+    assert_eq!(again.status, 200, "lifted: {}", again.response);
+    // Who and why, in the ledger.
+    let said = demo.ledger_query("sub=user1&issuer=https://idp.actorchain.dev").await.unwrap();
+    let events: Vec<(&str, &str, &str)> = said["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["by"].is_string())
+        .map(|r| (r["decision"].as_str().unwrap(), r["by"].as_str().unwrap(), r["why"].as_str().unwrap()))
+        .collect();
+    let admin = actorchain_sts::dev::workload_id("admin");
+    assert_eq!(events, [("revoked", admin.as_str(), "demo: laptop stolen"), ("lifted", admin.as_str(), "demo: laptop found")]);
 
     // The agent: every chain through it.
     demo.revoke("agent", "investigation-agent").await.unwrap();

@@ -482,6 +482,7 @@ fn revoked_sessions_are_refused_inbound_and_dropped_from_the_outbound_cache() {
             value: "sid-1".into(),
             revoked_at: NOW,
             expires_at: NOW + 600,
+            lifts: None,
         }],
     };
 
@@ -790,4 +791,44 @@ fn decisions_are_tagged_for_envoys_tracing_only_when_asked() {
     let mut h = Fake::with(&req, &shared);
     assert_eq!(OutboundFilter::new(cfg, Rc::default(), inflight, 3).on_request_headers(&mut h), Action::Continue);
     assert_eq!((tag(&h, "actorchain.decision"), tag(&h, "actorchain.audience")), ("cache_hit".into(), "mcp-gateway".into()));
+}
+
+#[test]
+fn a_person_is_revoked_as_of_a_moment_and_a_lift_restores_at_every_check() {
+    use actorchain_token::{RevocationEntry, RevocationFeed, RevocationKind};
+    let person = |id, revoked_at, lifts| RevocationEntry {
+        id,
+        kind: RevocationKind::Person,
+        value: format!("{IDP} user1"),
+        revoked_at,
+        expires_at: NOW + 600,
+        lifts,
+    };
+    let shared = Rc::default();
+    // The test tokens are issued at NOW - 5.
+    let auth = format!("Bearer {}", token("mcp-gateway", "x", NOW + 60));
+    let judged = |entries: Vec<RevocationEntry>| {
+        let mut f = inbound(Some(keyset()));
+        let cursor = entries.last().map_or(0, |e| e.id);
+        f.revoked.borrow_mut().merge(RevocationFeed { cursor, entries }, NOW);
+        let mut h = Fake::with(&[("authorization", &auth)], &shared);
+        f.on_request_headers(&mut h);
+        h.replies.first().map(|r| r.reason)
+    };
+    assert_eq!(judged(vec![person(1, NOW - 5, None)]), Some("person_revoked"), "issued at the moment of revocation");
+    assert_eq!(judged(vec![person(1, NOW - 6, None)]), None, "issued after it: a new login");
+    assert_eq!(judged(vec![person(1, NOW, None), person(2, NOW, Some(1))]), None, "lifted");
+    // The outbound side judges a recorded request the same way.
+    let mut vf = inbound(Some(keyset()));
+    let h = accepted(&mut vf, &[("authorization", &auth)], &shared);
+    let key = key_handed_over(&h);
+    let call = |entries: Vec<RevocationEntry>| {
+        let mut f = outbound(&Rc::default(), 9);
+        f.revoked.borrow_mut().merge(RevocationFeed { cursor: 9, entries }, NOW);
+        let mut h = Fake::with(&[(":authority", "mcp"), ("tracestate", &format!("actorchain={key}"))], &shared);
+        f.on_request_headers(&mut h);
+        (h.dispatched.len(), h.replies.first().map(|r| r.reason))
+    };
+    assert_eq!(call(vec![person(1, NOW, None)]), (0, Some("person_revoked")));
+    assert_eq!(call(vec![person(1, NOW - 100, None)]), (1, None));
 }

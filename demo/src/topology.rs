@@ -891,32 +891,43 @@ impl Demo {
         dev::person_token_from(&self.dev, dev::PARTNER_IDP, sub, "oncall-agent", scope, ttl, None, now)
     }
 
-    /// Revokes a token, session or agent at the STS, as the admin would.
+    /// Revokes a token, session or agent at the STS, as the admin would, saying why.
     pub async fn revoke(&self, kind: &str, value: &str) -> Result<Value, String> {
-        self.revoke_json(json!({"kind": kind, "value": value})).await
+        self.admin_post("/admin/revocations", json!({"kind": kind, "value": value, "reason": "demo: incident INC-4711"})).await
     }
 
     /// Revokes a person: the subject as the issuer that vouches for them names them.
     pub async fn revoke_person(&self, issuer: &str, sub: &str) -> Result<Value, String> {
-        self.revoke_json(json!({"kind": "person", "issuer": issuer, "value": sub})).await
+        self.admin_post("/admin/revocations", json!({"kind": "person", "issuer": issuer, "value": sub, "reason": "demo: laptop stolen"}))
+            .await
     }
 
-    async fn revoke_json(&self, ask: Value) -> Result<Value, String> {
+    /// Lifts revocation `id`, saying why.
+    pub async fn lift(&self, id: u64, reason: &str) -> Result<Value, String> {
+        self.admin_post("/admin/revocations/lift", json!({"id": id, "reason": reason})).await
+    }
+
+    async fn admin_post(&self, path: &str, ask: Value) -> Result<Value, String> {
         let mut conn = self.sts_connection(Some("admin")).await?;
         let body = ask.to_string().into_bytes();
-        let r = conn.request("POST", "/admin/revocations", &[("content-type", "application/json")], body).await?;
+        let r = conn.request("POST", path, &[("content-type", "application/json")], body).await?;
         if r.status != 200 {
-            return Err(format!("revocation refused: {} {}", r.status, r.body));
+            return Err(format!("refused: {} {}", r.status, r.body));
         }
         serde_json::from_str(&r.body).map_err(|e| e.to_string())
     }
 
     /// The STS ledger's delegation tree of a session, as the admin API renders it.
     pub async fn ledger_tree(&self, sid: &str) -> Result<String, String> {
-        let mut conn = self.sts_connection(Some("admin")).await?;
-        let r = conn.request("GET", &format!("/admin/ledger?sid={sid}"), &[], Vec::new()).await?;
-        let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+        let v = self.ledger_query(&format!("sid={sid}")).await?;
         Ok(v["tree"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The STS ledger's records for a query (`sub=...&issuer=...`, `agent=...`), as the admin API answers.
+    pub async fn ledger_query(&self, query: &str) -> Result<Value, String> {
+        let mut conn = self.sts_connection(Some("admin")).await?;
+        let r = conn.request("GET", &format!("/admin/ledger?{query}"), &[], Vec::new()).await?;
+        serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))
     }
 
     /// A topology someone else started (docker compose): the dev trust domain as mounted here,

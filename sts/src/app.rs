@@ -92,15 +92,22 @@ where
             r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
             r
         }
-        (&Method::POST, "/revoke") if sts.is_admin(peer) => match body(req).await {
-            Ok(b) => match sts.revoke_token(&b, unix_now()) {
+        (&Method::POST, "/revoke") => match body(req).await {
+            Ok(b) => match sts.revoke_token(&b, peer, unix_now()).await {
                 Ok(()) => no_store(json(200, "{}".into())),
+                Err(e) => no_store(refused(&e)),
+            },
+            Err(e) => no_store(refused(&e)),
+        },
+        (&Method::POST, "/admin/revocations") if sts.is_admin(peer) => match body(req).await {
+            Ok(b) => match sts.revocation_request(&b, peer, unix_now()).await {
+                Ok(entry) => json(200, actorchain_token::to_json(&entry)),
                 Err(e) => refused(&e),
             },
             Err(e) => refused(&e),
         },
-        (&Method::POST, "/admin/revocations") if sts.is_admin(peer) => match body(req).await {
-            Ok(b) => match sts.revocation_request(&b, unix_now()) {
+        (&Method::POST, "/admin/revocations/lift") if sts.is_admin(peer) => match body(req).await {
+            Ok(b) => match sts.lift_request(&b, peer, unix_now()).await {
                 Ok(entry) => json(200, actorchain_token::to_json(&entry)),
                 Err(e) => refused(&e),
             },
@@ -114,7 +121,9 @@ where
             Ok(v) => json(200, v.to_string()),
             Err(e) => refused(&e),
         },
-        (_, "/revoke") | (_, "/admin/revocations") | (_, "/admin/ledger") | (_, "/admin/ledger/checkpoint") => refused(&admin_only()),
+        (_, "/admin/revocations") | (_, "/admin/revocations/lift") | (_, "/admin/ledger") | (_, "/admin/ledger/checkpoint") => {
+            refused(&admin_only())
+        }
         (&Method::GET, "/revocations") if matches!(peer, Peer::Workload(_)) => {
             let since = req
                 .uri()

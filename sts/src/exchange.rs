@@ -4,8 +4,7 @@
 
 use actorchain_token::{
     check_chain, extend_chain, is_spiffe_id, peek_issuer, spiffe_trust_domain, verify, verify_person, Actor, Audience, ChainLimits, Claims,
-    Expectations, Handles, KeySet, PersonIssuer, RevocationKind, RevocationSet, ScopeSet, SubjectId, TimeWindow, TokenError, TypRule,
-    Unverified,
+    Expectations, Handles, KeySet, PersonIssuer, RevocationSet, ScopeSet, SubjectId, TimeWindow, TokenError, TypRule, Unverified,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -79,6 +78,15 @@ pub struct AuditRecord {
     pub sid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    /// A revocation or a lift: what was revoked, the revocation's id, on whose word, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// A granted exchange: the claims to sign.
@@ -92,7 +100,8 @@ pub struct Grant {
 #[derive(Debug, Clone)]
 enum Subject {
     /// A person's token from a trusted IdP: this exchange starts a session.
-    Person { id: SubjectId, scope: ScopeSet, exp: u64, sid: String, ext: Map<String, Value> },
+    /// `iat` 0 when the IdP does not say (as old as can be, for revocations as of a moment).
+    Person { id: SubjectId, scope: ScopeSet, exp: u64, iat: u64, sid: String, ext: Map<String, Value> },
     /// An actorchain token addressed to the requesting agent: this exchange extends a chain.
     Chain(Claims),
     /// No token: the agent acts as itself (client credentials), starting a chain of its own.
@@ -192,7 +201,7 @@ fn verify_subject(token: &str, agent: &str, v: &Verifiers<'_>, now: u64) -> Resu
     // The same person token always yields the same session, however many hops it starts.
     let anchor = c.sid.or(c.jti).unwrap_or_else(|| B64.encode(Sha256::digest(token.as_bytes())));
     let sid = session_id(&c.iss, &anchor);
-    Ok(Subject::Person { id: SubjectId::new(&c.iss, &c.sub), scope, exp: c.exp, sid, ext })
+    Ok(Subject::Person { id: SubjectId::new(&c.iss, &c.sub), scope, exp: c.exp, iat: c.iat.unwrap_or(0), sid, ext })
 }
 
 fn session_id(iss: &str, anchor: &str) -> String {
@@ -232,9 +241,6 @@ pub fn decide(
         ));
     }
 
-    if v.revoked.contains(RevocationKind::Agent, &agent.id) {
-        return Err(ExchangeError::new(OAuthCode::UnauthorizedClient, "agent_revoked", format!("agent {} has been revoked", agent.id)));
-    }
     let subject = match &req.subject_token {
         Some(t) => verify_subject(t, &agent.id, v, now)?,
         None if agent.may_act_as_self => Subject::Agent,
@@ -246,7 +252,7 @@ pub fn decide(
             ))
         }
     };
-    let (sub_id, prior_act, parent_scope, parent_exp, sid, ext, parent_jti) = match subject {
+    let (sub_id, prior_act, parent_scope, parent_exp, sid, ext, parent_jti, subject_iat) = match subject {
         // A new chain rooted at the agent, vouched for by this STS (never mistaken for a person
         // of an IdP): its registered scopes and lifetime are the ceiling.
         Subject::Agent => (
@@ -257,8 +263,9 @@ pub fn decide(
             session_id(v.issuer, &jti),
             Map::new(),
             None,
+            now,
         ),
-        Subject::Person { id, scope, exp, sid, ext } => {
+        Subject::Person { id, scope, exp, iat, sid, ext } => {
             if !agent.may_start_session {
                 return Err(ExchangeError::new(
                     OAuthCode::UnauthorizedClient,
@@ -266,11 +273,11 @@ pub fn decide(
                     format!("agent {} may not start a session from a person's token", agent.id),
                 ));
             }
-            (id, None, scope, exp, sid, ext, None)
+            (id, None, scope, exp, sid, ext, None, iat)
         }
         Subject::Chain(c) => {
             let scope = ScopeSet::parse(&c.scope).map_err(subject_error)?;
-            (c.sub_id, Some(c.act), scope, c.exp, c.sid, c.ext, Some(c.jti))
+            (c.sub_id, Some(c.act), scope, c.exp, c.sid, c.ext, Some(c.jti), c.iat)
         }
     };
     rec.sub = Some(sub_id.sub.clone());
@@ -286,6 +293,8 @@ pub fn decide(
         sub_iss: &sub_id.iss,
         sub: &sub_id.sub,
         agents: rec.chain.iter().map(String::as_str),
+        // A person or an agent revoked as of a moment: what the subject token was issued before.
+        iat: subject_iat,
     };
     if let Some(kind) = v.revoked.matches(&handles) {
         return Err(ExchangeError::new(

@@ -241,6 +241,20 @@ pub fn session_tree(rows: &[Row]) -> String {
     let mut out = String::new();
     fn walk(recs: &[serde_json::Value], parent: Option<&str>, depth: usize, out: &mut String) {
         for r in recs.iter().filter(|r| r["parent_jti"].as_str() == parent) {
+            if let Some(by) = r["by"].as_str() {
+                // A revocation or its lift: what, on whose word, why.
+                let line = format!(
+                    "{}{} {} ({}) by {by}: {}  at {}\n",
+                    "  ".repeat(depth),
+                    r["decision"].as_str().unwrap_or("?"),
+                    r["revoked"].as_str().unwrap_or("?"),
+                    r["reason"].as_str().unwrap_or("?"),
+                    r["why"].as_str().unwrap_or(""),
+                    rfc3339(r["ts"].as_u64().unwrap_or(0)),
+                );
+                out.push_str(&line);
+                continue;
+            }
             // The person as their issuer names them: two IdPs' `user1` are two people.
             let sub = r["sub"].as_str().unwrap_or("?");
             let mut path = vec![r["sub_iss"].as_str().map_or_else(|| sub.to_string(), |iss| format!("{sub} ({iss})"))];

@@ -8,7 +8,7 @@ use postgres::{Client, NoTls};
 use crate::exchange::AuditRecord;
 use crate::keys::{KeyRing, KeyStore};
 use crate::ledger::{link, Filter, LedgerStore, Row};
-use crate::revocations::RevocationStore;
+use crate::revocations::{NewRevocation, RevocationStore};
 
 /// Advisory lock keys ("actorchain" ledger / revocations / schema).
 const LEDGER_LOCK: i64 = 0x6163_7463_6c65_6467;
@@ -27,7 +27,9 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS signing_keys (id INT PRIMARY KEY CHECK (id = 1), ring TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS revocations (
         id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL,
-        revoked_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);";
+        revoked_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+    ALTER TABLE revocations ADD COLUMN IF NOT EXISTS lifts BIGINT,
+        ADD COLUMN IF NOT EXISTS by_whom TEXT NOT NULL DEFAULT '', ADD COLUMN IF NOT EXISTS why TEXT NOT NULL DEFAULT '';";
 
 /// Runs a blocking database call. The synchronous client drives its own small runtime, which may
 /// not start on a thread of the STS's async runtime: such a thread is handed over to blocking work
@@ -150,8 +152,8 @@ impl PgRevocations {
 }
 
 impl RevocationStore for PgRevocations {
-    fn insert(&mut self, kind: RevocationKind, value: &str, revoked_at: u64, expires_at: u64) -> Result<u64, String> {
-        blocking(|| self.insert_now(kind, value, revoked_at, expires_at))
+    fn insert(&mut self, r: &NewRevocation<'_>) -> Result<u64, String> {
+        blocking(|| self.insert_now(r))
     }
 
     fn since(&mut self, id: u64) -> Result<Vec<RevocationEntry>, String> {
@@ -160,13 +162,14 @@ impl RevocationStore for PgRevocations {
 }
 
 impl PgRevocations {
-    fn insert_now(&mut self, kind: RevocationKind, value: &str, revoked_at: u64, expires_at: u64) -> Result<u64, String> {
+    fn insert_now(&mut self, r: &NewRevocation<'_>) -> Result<u64, String> {
         let mut tx = self.client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REVOCATIONS_LOCK]).map_err(err)?;
         let row = tx
             .query_one(
-                "INSERT INTO revocations (kind, value, revoked_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
-                &[&kind.as_str(), &value, &i(revoked_at), &i(expires_at)],
+                "INSERT INTO revocations (kind, value, revoked_at, expires_at, lifts, by_whom, why)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[&r.kind.as_str(), &r.value, &i(r.revoked_at), &i(r.expires_at), &r.lifts.map(i), &r.by, &r.why],
             )
             .map_err(err)?;
         tx.commit().map_err(err)?;
@@ -176,7 +179,7 @@ impl PgRevocations {
     fn since_now(&mut self, id: u64) -> Result<Vec<RevocationEntry>, String> {
         let rows = self
             .client
-            .query("SELECT id, kind, value, revoked_at, expires_at FROM revocations WHERE id > $1 ORDER BY id", &[&i(id)])
+            .query("SELECT id, kind, value, revoked_at, expires_at, lifts FROM revocations WHERE id > $1 ORDER BY id", &[&i(id)])
             .map_err(err)?;
         rows.iter()
             .map(|r| {
@@ -187,6 +190,7 @@ impl PgRevocations {
                     value: r.get(2),
                     revoked_at: r.get::<_, i64>(3) as u64,
                     expires_at: r.get::<_, i64>(4) as u64,
+                    lifts: r.get::<_, Option<i64>>(5).map(|l| l as u64),
                 })
             })
             .collect()

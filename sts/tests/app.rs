@@ -65,21 +65,24 @@ async fn every_endpoint_answers_in_process() {
     assert_eq!((huge.status, reason(&huge).as_str()), (413, "body_too_large"));
 
     // Admin operations: only with an admin SVID, and a person is named with their issuer.
-    let revoke = |v: serde_json::Value| v.to_string();
-    let not_admin =
-        call(&sts, "POST", "/admin/revocations", json, &revoke(serde_json::json!({"kind": "session", "value": "s"})), &oncall).await;
+    let revoke = |v: serde_json::Value, who| {
+        let sts = &sts;
+        async move { call(sts, "POST", "/admin/revocations", json, &v.to_string(), who).await }
+    };
+    let not_admin = revoke(serde_json::json!({"kind": "session", "value": "s", "reason": "r"}), &oncall).await;
     assert_eq!((not_admin.status, reason(&not_admin).as_str()), (403, "admin_required"));
-    let bare =
-        call(&sts, "POST", "/admin/revocations", json, &revoke(serde_json::json!({"kind": "person", "value": "user1"})), &admin).await;
+    let bare = revoke(serde_json::json!({"kind": "person", "value": "user1", "reason": "r"}), &admin).await;
     assert_eq!((bare.status, reason(&bare).as_str()), (400, "revocation_issuer_missing"));
-    let person_ask = serde_json::json!({"kind": "person", "issuer": dev::IDP_ISSUER, "value": "user1"});
-    let done = call(&sts, "POST", "/admin/revocations", json, &revoke(person_ask), &admin).await;
+    let person_ask = serde_json::json!({"kind": "person", "issuer": dev::IDP_ISSUER, "value": "user1", "reason": "test"});
+    let done = revoke(person_ask, &admin).await;
     assert_eq!(done.status, 200, "{}", done.body);
     let refused = call(&sts, "POST", "/token", form, &ask, &oncall).await;
     assert_eq!((refused.status, reason(&refused).as_str()), (400, "person_revoked"));
     let query = call(&sts, "GET", "/admin/ledger?sub=user1&issuer=https://idp.actorchain.dev", json, "", &admin).await;
     let records: serde_json::Value = serde_json::from_str(&query.body).unwrap();
-    assert_eq!(records["records"].as_array().map(Vec::len), Some(2), "{}", query.body);
+    // The grant, the refusal, and the revocation with who and why.
+    assert_eq!(records["records"].as_array().map(Vec::len), Some(3), "{}", query.body);
+    assert_eq!(records["records"][1]["by"], dev::workload_id("admin"));
     let bad_query = call(&sts, "GET", "/admin/ledger?colour=red", json, "", &admin).await;
     assert_eq!((bad_query.status, reason(&bad_query).as_str()), (400, "ledger_query_invalid"));
 

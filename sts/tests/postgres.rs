@@ -58,7 +58,7 @@ async fn two_replicas_share_the_ledger_revocations_keys_and_registry() {
         payload(&access_token(&r))["sid"].as_str().unwrap().to_string()
     };
     let mut admin = a.connect(Some("admin")).await;
-    let body = json!({"kind": "session", "value": sid}).to_string().into_bytes();
+    let body = json!({"kind": "session", "value": sid, "reason": "replica test"}).to_string().into_bytes();
     let r = admin.request("POST", "/admin/revocations", &[("content-type", "application/json")], body).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let revoked_at = Instant::now();
