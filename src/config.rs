@@ -11,7 +11,9 @@ use actorchain_token::{
 use serde::Deserialize;
 
 use crate::policy::{McpMethod, Originator, Pattern, Rule, Target};
+use crate::reports::ReportsConfig;
 use crate::slots::SharedSlots;
+use actorchain_token::wire::MAX_REPORTS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -37,6 +39,8 @@ pub struct StsConfig {
     pub timeout: Duration,
     /// How often the revocation feed is read (it is also read right after a refusal for revocation).
     pub revocation_refresh: Duration,
+    /// How decisions are reported to the STS's ledger.
+    pub reports: ReportsConfig,
 }
 
 /// Where MCP traffic is inspected, and the bounds of that inspection.
@@ -193,6 +197,17 @@ struct RawSts {
     timeout_ms: u64,
     #[serde(default = "default_revocation_refresh_ms")]
     revocation_refresh_ms: u64,
+    reports: Option<RawReports>,
+}
+
+/// Reporting decisions to the STS's ledger; every field optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    enabled: Option<bool>,
+    max_buffered: Option<usize>,
+    flush_ms: Option<u64>,
+    max_batch: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -444,7 +459,24 @@ fn sts(raw: RawSts) -> Result<StsConfig, ConfigError> {
             return err(f, "must be an absolute path");
         }
     }
+    let mut reports = ReportsConfig::default();
+    if let Some(r) = raw.reports {
+        reports.enabled = r.enabled.unwrap_or(reports.enabled);
+        reports.max_buffered = r.max_buffered.unwrap_or(reports.max_buffered);
+        reports.max_batch = r.max_batch.unwrap_or(reports.max_batch);
+        reports.flush = r.flush_ms.map_or(reports.flush, Duration::from_millis);
+    }
+    if !(1..=1_000_000).contains(&reports.max_buffered) {
+        return err("sts.reports.max_buffered", "must be between 1 and 1000000");
+    }
+    if !(1..=MAX_REPORTS).contains(&reports.max_batch) {
+        return err("sts.reports.max_batch", format!("must be between 1 and {MAX_REPORTS}"));
+    }
+    if !(100..=60_000).contains(&(reports.flush.as_millis() as u64)) {
+        return err("sts.reports.flush_ms", "must be between 100 and 60000");
+    }
     Ok(StsConfig {
+        reports,
         cluster: raw.cluster,
         authority: raw.authority,
         token_path: raw.token_path,

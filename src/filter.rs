@@ -59,11 +59,15 @@ struct AuditLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    sub_iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     chain: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jti: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     audience: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,13 +76,32 @@ struct AuditLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
 }
 
+/// An audit line with the time of its decision: what the log shows and the ledger receives
+/// (`actorchain_token::wire::Report`).
+#[derive(Serialize)]
+struct Stamped<'a, 'l> {
+    ts: u64,
+    #[serde(flatten)]
+    line: &'l AuditLine<'a>,
+}
+
 impl AuditLine<'_> {
+    /// Logged and reported, as the host wants: built only when someone will read it.
     fn emit<H: Host>(&self, host: &H) {
-        if host.audit_enabled() {
-            host.audit(&actorchain_token::to_json(self));
+        let (log, report) = (host.audit_enabled(), host.reporting());
+        if log || report {
+            let json = actorchain_token::to_json(&Stamped { ts: host.now(), line: self });
+            if log {
+                host.audit(&json);
+            }
+            if report {
+                host.report(&json);
+            }
         }
     }
 
@@ -245,9 +268,11 @@ impl InboundFilter {
         };
         let about = AuditLine {
             sub: Some(&who.sub),
+            sub_iss: Some(&who.sub_iss),
             chain: Some(&who.agents),
             scope: Some(&who.scope),
             jti: who.jti.as_deref(),
+            sid: who.sid.as_deref(),
             ..AuditLine::default()
         };
         let peer = if self.cfg.sender_binding == SenderBinding::Off { None } else { host.peer_identity() };
@@ -314,16 +339,22 @@ impl InboundFilter {
             Err(e) => return refuse(host, "inbound", rpc::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, judging),
         };
         for call in &req.calls {
+            let rule = rpc_rule(&self.cfg.rules, &call.method, &call.name);
+            // Each call, allowed or not, with the rule that decided it and the token it came with.
+            let about = AuditLine {
+                sub: Some(&who.sub),
+                sub_iss: Some(&who.sub_iss),
+                chain: Some(&who.agents),
+                jti: who.jti.as_deref(),
+                sid: who.sid.as_deref(),
+                rule: rule.map(|r| r.id.as_str()),
+                method: Some(call.method.as_str()),
+                name: Some(&call.name),
+                ..AuditLine::default()
+            };
             if let Err(d) = authorize_rpc(&self.cfg.rules, who, &call.method, &call.name) {
-                let rule = rpc_rule(&self.cfg.rules, &call.method, &call.name);
                 let scope = rule.map(|r| r.scopes.to_string()).unwrap_or_default();
-                let about = AuditLine {
-                    sub: Some(&who.sub),
-                    chain: Some(&who.agents),
-                    rule: Some(&d.rule),
-                    name: Some(&call.name),
-                    ..AuditLine::default()
-                };
+                let about = AuditLine { rule: Some(d.rule.as_str()).filter(|r| !r.is_empty()), ..about };
                 // A batch is refused whole at its first refused call; observed, every call is judged.
                 if refuse(
                     host,
@@ -341,6 +372,7 @@ impl InboundFilter {
                 Protocol::Mcp => "actorchain.inbound.mcp_allowed",
                 Protocol::A2a => "actorchain.inbound.a2a_allowed",
             });
+            AuditLine { kind: "decision", direction: "inbound", decision: "allowed", reason: "rule", ..about }.emit(host);
         }
         // Observe-only changes nothing, answers included.
         self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list && judging.enforce;
@@ -505,6 +537,20 @@ impl OutboundFilter {
         if let Some(v) = cfg.slots.exchange.get(host, &key) {
             if let Some(e) = cache::Entry::decode(&v).filter(|e| usable(e, cfg.cache_margin_secs)) {
                 host.count("actorchain.outbound.cache_hit");
+                // Served from cache: the STS never sees this call, so the ledger hears of it here.
+                let line = AuditLine {
+                    kind: "decision",
+                    direction: "outbound",
+                    decision: "cache_hit",
+                    reason: "granted",
+                    sub: Some(e.sub),
+                    sub_iss: Some(e.sub_iss),
+                    jti: Some(e.jti),
+                    sid: Some(e.sid),
+                    audience: Some(audience),
+                    ..AuditLine::default()
+                };
+                line.emit(host);
                 if cfg.trace_tags {
                     let tags =
                         [("decision", "cache_hit"), ("reason", "granted"), ("sub", e.sub), ("chain", e.agents), ("audience", audience)];
@@ -571,7 +617,10 @@ impl OutboundFilter {
                     reason: "granted",
                     audience: Some(&p.audience),
                     sub: Some(&claims.sub),
+                    sub_iss: Some(&claims.sub_id.iss),
                     chain: Some(&chain),
+                    jti: Some(&claims.jti),
+                    sid: Some(&claims.sid),
                     exp: Some(exp),
                     ..AuditLine::default()
                 };

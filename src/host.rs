@@ -50,11 +50,18 @@ pub trait Host: SharedData {
     fn audit_enabled(&self) -> bool;
     /// One audit line (JSON); never contains a token.
     fn audit(&self, line: &str);
+    /// Whether decision lines go to the STS's ledger too.
+    fn reporting(&self) -> bool;
+    /// Queues one decision line (JSON, never a token) for the STS's ledger; never waits.
+    fn report(&self, line: &str);
     /// A warning (JSON): something failed that the filter works around.
     fn warn(&self, line: &str);
     /// Sets `name` in the request's filter state (`wasm.<name>` in Envoy), where tracing custom
     /// tags read it.
     fn set_trace_tag(&mut self, name: &str, value: &str);
-    fn count(&mut self, metric: &str);
+    fn count(&mut self, metric: &str) {
+        self.count_by(metric, 1);
+    }
+    fn count_by(&mut self, metric: &str, n: u64);
     fn gauge(&mut self, metric: &str, value: u64);
 }

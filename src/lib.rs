@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod policy;
 pub mod reply;
+pub mod reports;
 pub mod revocation_feed;
 pub mod root;
 pub mod rpc;

@@ -37,6 +37,14 @@ impl McpMethod {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ToolsCall => "tools/call",
+            Self::ResourcesRead => "resources/read",
+            Self::PromptsGet => "prompts/get",
+        }
+    }
 }
 
 /// What a JSON-RPC call asks for: an MCP tool, resource or prompt, or an A2A method (its
@@ -45,6 +53,16 @@ impl McpMethod {
 pub enum RpcMethod {
     Mcp(McpMethod),
     A2a(String),
+}
+
+impl RpcMethod {
+    /// The JSON-RPC method as the request named it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Mcp(m) => m.as_str(),
+            Self::A2a(m) => m,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

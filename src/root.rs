@@ -1,6 +1,6 @@
 //! The root context's work, once per worker: fetching the STS's JWKS (inbound) and revocation feed
-//! (both directions) on a timer, adopting what another worker fetched first (shared data), and
-//! reading the answers. One state machine keyed by callout token, talking to the proxy only
+//! (both directions) on a timer, adopting what another worker fetched first (shared data),
+//! sending the worker's decision reports to the ledger, and reading the answers. One state machine keyed by callout token, talking to the proxy only
 //! through `Host`, so it runs the same in Envoy and in native tests.
 
 use std::cell::RefCell;
@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::cache;
 use crate::config::StsConfig;
 use crate::host::Host;
+use crate::reports::{Reports, Sent};
 use crate::revocation_feed::{self, Revocations};
 use crate::verified_cache::VerifiedCache;
 
@@ -72,6 +73,7 @@ const MAX_FEED_BYTES: usize = 1 << 20;
 enum Fetch {
     Jwks,
     Revocations,
+    Reports,
 }
 
 /// How often the keys are fetched: on schedule, and sooner (rate-limited) after an unknown `kid`.
@@ -87,24 +89,36 @@ pub struct Root {
     jwks_schedule: Option<JwksSchedule>,
     pub jwks: Rc<RefCell<Jwks>>,
     pub revoked: Rc<RefCell<Revocations>>,
+    /// This worker's decisions on their way to the ledger (the host appends, the root sends).
+    pub reports: Rc<RefCell<Reports>>,
     pending: HashMap<u32, Fetch>,
 }
 
 impl Root {
     pub fn new(sts: StsConfig, jwks_schedule: Option<JwksSchedule>, jwks: Jwks) -> Root {
-        Root { sts, jwks_schedule, jwks: Rc::new(RefCell::new(jwks)), revoked: Rc::default(), pending: HashMap::new() }
+        let reports = Rc::new(RefCell::new(Reports::new(sts.reports)));
+        Root { sts, jwks_schedule, jwks: Rc::new(RefCell::new(jwks)), revoked: Rc::default(), reports, pending: HashMap::new() }
     }
 
-    /// Calls `path` on the STS; the token its answer will come under.
-    fn fetch<H: Host>(&mut self, host: &mut H, what: Fetch, path: &str) -> bool {
-        let headers = [(":method", "GET"), (":path", path), (":authority", self.sts.authority.as_str())];
-        match host.dispatch(&self.sts.cluster, self.sts.timeout, &headers, None) {
+    /// Calls `path` on the STS (a GET, or a POST of a JSON `body`); the token its answer will
+    /// come under.
+    fn fetch<H: Host>(&mut self, host: &mut H, what: Fetch, path: &str, body: Option<&[u8]>) -> bool {
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let mut headers = vec![(":method", method), (":path", path), (":authority", self.sts.authority.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        match host.dispatch(&self.sts.cluster, self.sts.timeout, &headers, body) {
             Ok(token) => {
                 self.pending.insert(token, what);
                 true
             }
             Err(e) => {
-                let kind = if what == Fetch::Jwks { "jwks" } else { "revocations" };
+                let kind = match what {
+                    Fetch::Jwks => "jwks",
+                    Fetch::Revocations => "revocations",
+                    Fetch::Reports => "reports",
+                };
                 host.warn(&json!({"kind": kind, "error": e}).to_string());
                 false
             }
@@ -114,6 +128,7 @@ impl Root {
     pub fn on_tick<H: Host>(&mut self, host: &mut H) {
         let now = host.now();
         self.tick_revocations(host, now);
+        self.tick_reports(host);
         if let Some(schedule) = self.jwks_schedule {
             self.tick_jwks(host, now, schedule);
         }
@@ -140,8 +155,28 @@ impl Root {
             r.last_attempt_ms = now_ms;
             format!("{}?since={}", self.sts.revocations_path, r.cursor)
         };
-        let started = self.fetch(host, Fetch::Revocations, &path);
+        let started = self.fetch(host, Fetch::Revocations, &path, None);
         self.revoked.borrow_mut().in_flight = started;
+    }
+
+    /// Sends a batch of decision reports when one is due; counts what the buffer could not hold.
+    fn tick_reports<H: Host>(&mut self, host: &mut H) {
+        let now_ms = host.now_ms();
+        let body = {
+            let mut r = self.reports.borrow_mut();
+            host.gauge("actorchain.reports.buffered", r.len() as u64);
+            if r.dropped > r.dropped_counted {
+                host.count_by("actorchain.reports.dropped", r.dropped - r.dropped_counted);
+                r.dropped_counted = r.dropped;
+            }
+            if !r.due(now_ms) {
+                return;
+            }
+            r.next_batch(now_ms)
+        };
+        if !self.fetch(host, Fetch::Reports, actorchain_token::wire::REPORTS_PATH, Some(&body)) {
+            self.reports.borrow_mut().answered(Sent::Failed);
+        }
     }
 
     fn tick_jwks<H: Host>(&mut self, host: &mut H, now: u64, schedule: JwksSchedule) {
@@ -166,7 +201,7 @@ impl Root {
         if due {
             self.jwks.borrow_mut().last_attempt = now;
             let path = self.sts.jwks_path.clone();
-            let started = self.fetch(host, Fetch::Jwks, &path);
+            let started = self.fetch(host, Fetch::Jwks, &path, None);
             self.jwks.borrow_mut().in_flight = started;
         }
     }
@@ -177,11 +212,30 @@ impl Root {
         let Some(what) = self.pending.remove(&token) else { return false };
         let now = host.now();
         let status = host.callout_status();
+        if what == Fetch::Reports {
+            // Taken only when the STS says so; a batch it cannot take as it is goes, counted; any
+            // other answer keeps the batch for the next try.
+            let outcome = Sent::of(status);
+            let gone = self.reports.borrow_mut().answered(outcome) as u64;
+            match outcome {
+                Sent::Taken => host.count_by("actorchain.reports.sent", gone),
+                Sent::Rejected => {
+                    host.count_by("actorchain.reports.rejected", gone);
+                    let why = String::from_utf8_lossy(&host.callout_body(body_size.min(512))).into_owned();
+                    host.warn(&json!({"kind": "reports", "result": "batch refused, dropped", "status": status, "error": why}).to_string());
+                }
+                Sent::Failed => {
+                    host.count("actorchain.reports.send_failed");
+                    host.warn(&json!({"kind": "reports", "result": "kept for the next try", "status": status}).to_string());
+                }
+            }
+            return true;
+        }
         let limit = if what == Fetch::Jwks { MAX_JWKS_BYTES } else { MAX_FEED_BYTES };
         let body = if body_size <= limit { host.callout_body(body_size) } else { Vec::new() };
         match what {
             Fetch::Jwks => self.on_jwks(host, status, &body, now),
-            Fetch::Revocations => self.on_feed(host, status, &body, now),
+            _ => self.on_feed(host, status, &body, now),
         }
         true
     }

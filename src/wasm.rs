@@ -16,6 +16,7 @@ use crate::correlation::Minter;
 use crate::filter::{Action, InboundFilter, OutboundFilter};
 use crate::host::{Host, SharedData};
 use crate::reply::LocalReply;
+use crate::reports::Reports;
 use crate::root::{Jwks, JwksSchedule, Root};
 use crate::singleflight::Inflight;
 use crate::verified_cache::VerifiedCache;
@@ -59,6 +60,8 @@ fn since_epoch() -> Duration {
 /// callout answer being delivered.
 struct WasmHost {
     metrics: Rc<RefCell<Metrics>>,
+    /// This worker's reports to the ledger, sent by the root context.
+    reports: Rc<RefCell<Reports>>,
 }
 
 impl SharedData for WasmHost {
@@ -152,6 +155,14 @@ impl Host for WasmHost {
         log::info!("{line}");
     }
 
+    fn reporting(&self) -> bool {
+        self.reports.borrow().cfg.enabled
+    }
+
+    fn report(&self, line: &str) {
+        self.reports.borrow_mut().push(line);
+    }
+
     fn warn(&self, line: &str) {
         log::warn!("{line}");
     }
@@ -160,9 +171,9 @@ impl Host for WasmHost {
         let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
     }
 
-    fn count(&mut self, metric: &str) {
+    fn count_by(&mut self, metric: &str, n: u64) {
         if let Some(id) = self.metrics.borrow_mut().id(MetricType::Counter, metric) {
-            let _ = hostcalls::increment_metric(id, 1);
+            let _ = hostcalls::increment_metric(id, n as i64);
         }
     }
 
@@ -190,7 +201,8 @@ struct WasmRoot {
 
 impl WasmRoot {
     fn host(&self) -> WasmHost {
-        WasmHost { metrics: self.metrics.clone() }
+        let reports = self.root.as_ref().map(|r| r.reports.clone()).unwrap_or_default();
+        WasmHost { metrics: self.metrics.clone(), reports }
     }
 }
 

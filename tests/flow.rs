@@ -832,3 +832,45 @@ fn a_person_is_revoked_as_of_a_moment_and_a_lift_restores_at_every_check() {
     assert_eq!(call(vec![person(1, NOW, None)]), (0, Some("person_revoked")));
     assert_eq!(call(vec![person(1, NOW - 100, None)]), (1, None));
 }
+
+#[test]
+fn every_decision_is_reported_in_the_ledgers_wire_format() {
+    use actorchain_token::wire::Report;
+    let shared = Rc::default();
+    let auth = format!("Bearer {}", token("mcp-gateway", "repo:write", NOW + 60));
+    // Inbound: the request accepted, then each JSON-RPC call, allowed or refused, with its rule.
+    let mut f = mcp_filter();
+    let mut h = Fake::with(&[(":method", "POST"), (":path", "/mcp"), ("authorization", &auth)], &shared);
+    h.reporting = true;
+    h.body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_pr"}},
+                  {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"drop_db"}}]"#
+        .to_vec();
+    assert_eq!(f.on_request_headers(&mut h), Action::Continue);
+    let len = h.body.len();
+    f.on_request_body(&mut h, len, true);
+    let reports: Vec<Report> = h.reports.borrow().iter().map(|l| serde_json::from_str(l).expect("a wire report")).collect();
+    assert!(reports.iter().all(|r| r.check().is_ok() && r.ts == NOW && r.workload.is_none()), "{reports:?}");
+    let said: Vec<(&str, Option<&str>, Option<&str>)> =
+        reports.iter().map(|r| (r.decision.as_str(), r.name.as_deref(), r.rule.as_deref())).collect();
+    assert_eq!(said, [("accepted", None, None), ("allowed", Some("create_pr"), Some("create-pr")), ("refused", Some("drop_db"), None)]);
+    assert_eq!(
+        (reports[1].jti.as_deref(), reports[1].sid.as_deref(), reports[1].method.as_deref()),
+        (Some("jti-1"), Some("sid-1"), Some("tools/call"))
+    );
+    // Outbound: the exchange, and a call served from cache (the STS never sees that one).
+    let inflight = Rc::default();
+    let subject = format!("Bearer {}", token("investigation-agent", "repo:write", NOW + 60));
+    let req = [(":authority", "mcp"), ("authorization", subject.as_str())];
+    let mut first = outbound(&inflight, 1);
+    let mut h = Fake::with(&req, &shared);
+    h.reporting = true;
+    first.on_request_headers(&mut h);
+    first.on_sts_reply(&mut h, Some(200), &sts_reply(&token("mcp-gateway", "repo:write", NOW + 120)));
+    let mut hit = Fake::with(&req, &shared);
+    hit.reporting = true;
+    outbound(&inflight, 2).on_request_headers(&mut hit);
+    for (h, decision) in [(&h, "exchanged"), (&hit, "cache_hit")] {
+        let r: Report = serde_json::from_str(h.reports.borrow().last().unwrap()).unwrap();
+        assert_eq!((r.decision.as_str(), r.jti.as_deref(), r.audience.as_deref()), (decision, Some("jti-1"), Some("mcp-gateway")));
+    }
+}

@@ -133,6 +133,8 @@ pub struct Tuning {
     /// An OTLP/HTTP collector: the STS sends a span per exchange there, and every sidecar its
     /// requests' spans tagged with the filters' decisions. Without it, no tracing at all.
     pub otlp: Option<SocketAddr>,
+    /// The sidecars' `sts.reports.max_buffered` (their default when `None`).
+    pub reports_max_buffered: Option<usize>,
 }
 
 /// What an ingress listener asks of its peers.
@@ -310,7 +312,7 @@ const SPIRE_AGENT_CLUSTER: &str = "spire_agent";
 pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
     let mut c = json!({
         "mode": "inbound", "issuer": dev::STS_ISSUER, "audience": spec.identity,
-        "sts": {"cluster": "sts", "timeout_ms": 2000}, "jwks_refresh_seconds": spec.tuning.jwks_refresh_seconds.unwrap_or(30),
+        "sts": sts_plugin(spec), "jwks_refresh_seconds": spec.tuning.jwks_refresh_seconds.unwrap_or(30),
     });
     if spec.workload == "oncall" || spec.workload == "mcp-server" {
         // People arrive with their IdP's token at the session's entry point (from our IdP or a
@@ -373,6 +375,15 @@ pub fn inbound_plugin(spec: &SidecarSpec) -> Value {
     c
 }
 
+/// How both plugins reach the STS (and report to its ledger).
+fn sts_plugin(spec: &SidecarSpec) -> Value {
+    let mut sts = json!({"cluster": "sts", "timeout_ms": 2000});
+    if let Some(n) = spec.tuning.reports_max_buffered {
+        sts["reports"] = json!({"max_buffered": n});
+    }
+    sts
+}
+
 pub fn outbound_plugin(spec: &SidecarSpec) -> Value {
     let destinations = match &spec.next {
         // Least privilege: the investigation agent only ever needs to open PRs and read metrics
@@ -381,8 +392,7 @@ pub fn outbound_plugin(spec: &SidecarSpec) -> Value {
         Some((_, identity, _)) => json!({ *identity: identity }),
         None => json!({}),
     };
-    let mut c =
-        json!({"mode": "outbound", "agent": spec.identity, "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": destinations});
+    let mut c = json!({"mode": "outbound", "agent": spec.identity, "sts": sts_plugin(spec), "destinations": destinations});
     if let Some(n) = spec.tuning.shared_slots {
         c["shared_slots"] = json!(n);
     }

@@ -8,6 +8,8 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::error::{ExchangeError, OAuthCode};
+use actorchain_token::wire::{MAX_REPORTS_BYTES, REPORTS_PATH};
+
 use crate::form::MAX_FORM_BYTES;
 use crate::state::{unix_now, Sts};
 
@@ -48,9 +50,16 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await.map(|b| b.to_bytes()).map_err(|_| {
-        ExchangeError::new(OAuthCode::InvalidRequest, "body_too_large", format!("request body exceeds {MAX_FORM_BYTES} bytes"))
-            .with_status(413)
+    body_of_at_most(req, MAX_FORM_BYTES).await
+}
+
+async fn body_of_at_most<B>(req: Request<B>, limit: usize) -> Result<bytes::Bytes, ExchangeError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(req.into_body(), limit).collect().await.map(|b| b.to_bytes()).map_err(|_| {
+        ExchangeError::new(OAuthCode::InvalidRequest, "body_too_large", format!("request body exceeds {limit} bytes")).with_status(413)
     })
 }
 
@@ -109,6 +118,13 @@ where
         (&Method::POST, "/admin/revocations/lift") if sts.is_admin(peer) => match body(req).await {
             Ok(b) => match sts.lift_request(&b, peer, unix_now()).await {
                 Ok(entry) => json(200, actorchain_token::to_json(&entry)),
+                Err(e) => refused(&e),
+            },
+            Err(e) => refused(&e),
+        },
+        (&Method::POST, REPORTS_PATH) => match body_of_at_most(req, MAX_REPORTS_BYTES).await {
+            Ok(b) => match sts.take_reports(&b, peer).await {
+                Ok(n) => json(200, format!("{{\"taken\":{n}}}")),
                 Err(e) => refused(&e),
             },
             Err(e) => refused(&e),

@@ -151,7 +151,7 @@ mod tests {
     fn rows(n: u64) -> Vec<Row> {
         let recs: Vec<AuditRecord> =
             (1..=n).map(|i| AuditRecord { ts: i, decision: "granted", reason: "granted", ..Default::default() }).collect();
-        ledger::link(None, &recs)
+        ledger::link(None, &recs.iter().map(ledger::Entry::from).collect::<Vec<_>>())
     }
 
     #[test]
@@ -170,7 +170,7 @@ mod tests {
         let mut recs: Vec<AuditRecord> =
             (1..=10).map(|i| AuditRecord { ts: i, decision: "granted", reason: "granted", ..Default::default() }).collect();
         recs[2].decision = "refused";
-        let relinked = ledger::link(None, &recs);
+        let relinked = ledger::link(None, &recs.iter().map(ledger::Entry::from).collect::<Vec<_>>());
         assert_eq!(ledger::verify(&relinked), Ok(10));
         assert_eq!(verify(&relinked, &file, None), Err(CheckpointError::Rewritten { count: 7 }));
         // An edit not relinked is named by the chain.

@@ -2,6 +2,7 @@
 //! answers, in a hash chain that shows the first record edited, removed or reordered behind the
 //! STS's back. Writes are group-committed by one writer thread so throughput holds.
 
+use std::collections::HashSet;
 use std::sync::mpsc;
 
 use serde::Serialize;
@@ -9,6 +10,37 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::exchange::AuditRecord;
+
+/// A record to append: its JSON body, and the columns it is found by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub ts: u64,
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    pub chain: Vec<String>,
+    pub body: String,
+}
+
+impl From<&AuditRecord> for Entry {
+    /// One of the STS's own decisions (an exchange, a revocation).
+    fn from(rec: &AuditRecord) -> Entry {
+        Entry { ts: rec.ts, sid: rec.sid.clone(), sub: rec.sub.clone(), chain: rec.chain.clone(), body: actorchain_token::to_json(rec) }
+    }
+}
+
+impl Entry {
+    /// A decision a sidecar reported, attributed to the workload that sent it.
+    pub fn reported(r: &actorchain_token::wire::Report, workload: &str) -> Entry {
+        let body = actorchain_token::wire::Report { workload: Some(workload.to_string()), ..r.clone() };
+        Entry {
+            ts: r.ts,
+            sid: r.sid.clone(),
+            sub: r.sub.clone(),
+            chain: r.chain.clone().unwrap_or_default(),
+            body: actorchain_token::to_json(&body),
+        }
+    }
+}
 
 /// One stored record: its place in the chain, the decision as JSON, and the chain hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,7 +68,7 @@ pub trait LedgerStore: Send {
     /// Appends the records as the chain's next links, atomically and durably: all or none. The
     /// store reads the chain's head and writes in one transaction that no other writer (thread,
     /// process or replica) can interleave with, so there is one chain however many write.
-    fn append(&mut self, records: &[AuditRecord]) -> Result<(), String>;
+    fn append(&mut self, records: &[Entry]) -> Result<(), String>;
     fn rows(&mut self, filter: &Filter) -> Result<Vec<Row>, String>;
     /// The last record's sequence number and hash (`None` for an empty ledger).
     fn head(&mut self) -> Result<Option<(u64, String)>, String>;
@@ -52,15 +84,14 @@ pub fn select(store: &mut dyn LedgerStore, f: &Filter) -> Result<Vec<Row>, Strin
 }
 
 /// The rows that continue the chain at `head` (sequence number and hash) with `records`.
-pub fn link(head: Option<(u64, String)>, records: &[AuditRecord]) -> Vec<Row> {
+pub fn link(head: Option<(u64, String)>, records: &[Entry]) -> Vec<Row> {
     let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
     records
         .iter()
         .map(|rec| {
             seq += 1;
-            let body = actorchain_token::to_json(rec);
-            let hash = link_hash(&prev, seq, &body);
-            Row { seq, body, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash }
+            let hash = link_hash(&prev, seq, &rec.body);
+            Row { seq, body: rec.body.clone(), prev_hash: std::mem::replace(&mut prev, hash.clone()), hash }
         })
         .collect()
 }
@@ -104,7 +135,7 @@ pub fn verify(rows: &[Row]) -> Result<u64, Tamper> {
     Ok(rows.len() as u64)
 }
 
-type Job = (AuditRecord, oneshot::Sender<Result<(), String>>);
+type Job = (Entry, oneshot::Sender<Result<(), String>>);
 
 /// The writer. `record` resolves once the decision is durable.
 pub struct Ledger {
@@ -128,7 +159,7 @@ impl Ledger {
                             Err(_) => break,
                         }
                     }
-                    let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
+                    let records: Vec<Entry> = jobs.iter().map(|(r, _)| r.clone()).collect();
                     let result = store.append(&records);
                     for (_, ack) in jobs {
                         let _ = ack.send(result.clone());
@@ -141,9 +172,21 @@ impl Ledger {
 
     /// Durably records one decision; the caller answers only after this succeeds.
     pub async fn record(&self, rec: AuditRecord) -> Result<(), String> {
-        let (ack, done) = oneshot::channel();
-        self.tx.send((rec, ack)).map_err(|_| "ledger writer stopped".to_string())?;
-        done.await.map_err(|_| "ledger writer stopped".to_string())?
+        self.append(vec![Entry::from(&rec)]).await
+    }
+
+    /// Durably records entries, in order; resolves once all are durable.
+    pub async fn append(&self, entries: Vec<Entry>) -> Result<(), String> {
+        let mut acks = Vec::with_capacity(entries.len());
+        for e in entries {
+            let (ack, done) = oneshot::channel();
+            self.tx.send((e, ack)).map_err(|_| "ledger writer stopped".to_string())?;
+            acks.push(done);
+        }
+        for done in acks {
+            done.await.map_err(|_| "ledger writer stopped".to_string())??;
+        }
+        Ok(())
     }
 }
 
@@ -168,7 +211,7 @@ impl SqliteLedger {
 }
 
 impl LedgerStore for SqliteLedger {
-    fn append(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+    fn append(&mut self, records: &[Entry]) -> Result<(), String> {
         // IMMEDIATE: the write lock is taken before the head is read.
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         let head = sqlite_head(&tx)?;
@@ -233,51 +276,89 @@ pub fn rfc3339(ts: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// The delegation tree of a session as text, one decision a line, children indented under the
-/// token they were exchanged from:
-/// `user1 (https://idp) → oncall-agent → investigation-agent ⇒ mcp-gateway  granted  12:00:01  exp 12:02:01`.
+/// The delegation tree of a session as text, one record a line, each under the token it is about:
+/// an exchange under the token it was exchanged from, a sidecar's report (a request accepted or
+/// refused, a tool call, a call served from cache) under the token it judged or used:
+/// `user1 (https://idp) -> oncall-agent => investigation-agent  granted (granted)  at ...`,
+/// `  [mcp-server] inbound allowed (rule) tools/call create_pr  rule create-pr  at ...`.
 pub fn session_tree(rows: &[Row]) -> String {
     let recs: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
+    let minted: HashSet<&str> = recs.iter().filter(|r| !is_report(r)).filter_map(|r| r["jti"].as_str()).collect();
+    // Under which token a record goes: an exchange under its parent, a report under the token it
+    // is about; a report about a token not minted in this session goes at the top.
+    let parent = |r: &serde_json::Value| -> Option<String> {
+        if is_report(r) {
+            r["jti"].as_str().filter(|j| minted.contains(j)).map(String::from)
+        } else {
+            r["parent_jti"].as_str().map(String::from)
+        }
+    };
     let mut out = String::new();
-    fn walk(recs: &[serde_json::Value], parent: Option<&str>, depth: usize, out: &mut String) {
-        for r in recs.iter().filter(|r| r["parent_jti"].as_str() == parent) {
-            if let Some(by) = r["by"].as_str() {
-                // A revocation or its lift: what, on whose word, why.
-                let line = format!(
-                    "{}{} {} ({}) by {by}: {}  at {}\n",
-                    "  ".repeat(depth),
-                    r["decision"].as_str().unwrap_or("?"),
-                    r["revoked"].as_str().unwrap_or("?"),
-                    r["reason"].as_str().unwrap_or("?"),
-                    r["why"].as_str().unwrap_or(""),
-                    rfc3339(r["ts"].as_u64().unwrap_or(0)),
-                );
-                out.push_str(&line);
-                continue;
-            }
-            // The person as their issuer names them: two IdPs' `user1` are two people.
-            let sub = r["sub"].as_str().unwrap_or("?");
-            let mut path = vec![r["sub_iss"].as_str().map_or_else(|| sub.to_string(), |iss| format!("{sub} ({iss})"))];
-            path.extend(r["chain"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
-            let line = format!(
-                "{}{} => {}  {} ({})  at {}  exp {}  scope [{}]\n",
-                "  ".repeat(depth),
-                path.join(" -> "),
-                r["audience"].as_str().unwrap_or("?"),
-                r["decision"].as_str().unwrap_or("?"),
-                r["reason"].as_str().unwrap_or("?"),
-                rfc3339(r["ts"].as_u64().unwrap_or(0)),
-                r["exp"].as_u64().map_or("-".to_string(), rfc3339),
-                r["scope"].as_str().unwrap_or(""),
-            );
-            out.push_str(&line);
-            if let Some(jti) = r["jti"].as_str() {
-                walk(recs, Some(jti), depth + 1, out);
-            }
+    subtree(&recs, &parent, None, 0, &mut out);
+    out
+}
+
+/// Whether a ledger record is a sidecar's report (the STS's own have no direction).
+fn is_report(r: &serde_json::Value) -> bool {
+    r["direction"].is_string()
+}
+
+/// The records under token `under` (the top when `None`), in ledger order, each followed by its own.
+fn subtree(
+    recs: &[serde_json::Value],
+    parent: &dyn Fn(&serde_json::Value) -> Option<String>,
+    under: Option<&str>,
+    depth: usize,
+    out: &mut String,
+) {
+    for r in recs.iter().filter(|r| parent(r).as_deref() == under) {
+        out.push_str(&"  ".repeat(depth));
+        out.push_str(&tree_line(r));
+        out.push('\n');
+        if let Some(jti) = r["jti"].as_str().filter(|_| !is_report(r)) {
+            subtree(recs, parent, Some(jti), depth + 1, out);
         }
     }
-    walk(&recs, None, 0, &mut out);
-    out
+}
+
+/// One record of a session tree.
+fn tree_line(r: &serde_json::Value) -> String {
+    let text = |k: &str| r[k].as_str().unwrap_or("?");
+    let at = rfc3339(r["ts"].as_u64().unwrap_or(0));
+    if is_report(r) {
+        // A sidecar's report: which workload said it, and what it decided about what.
+        let workload = r["workload"].as_str().and_then(|w| w.rsplit('/').next()).unwrap_or("?");
+        let mut line = format!("[{workload}] {} {} ({})", text("direction"), text("decision"), text("reason"));
+        for (k, label) in [("method", ""), ("name", ""), ("audience", "to "), ("rule", "rule ")] {
+            if let Some(v) = r[k].as_str().filter(|v| !v.is_empty()) {
+                line.push_str(&format!(" {label}{v}"));
+            }
+        }
+        return format!("{line}  at {at}");
+    }
+    if let Some(by) = r["by"].as_str() {
+        // A revocation or its lift: what, on whose word, why.
+        return format!(
+            "{} {} ({}) by {by}: {}  at {at}",
+            text("decision"),
+            text("revoked"),
+            text("reason"),
+            r["why"].as_str().unwrap_or("")
+        );
+    }
+    // The person as their issuer names them: two IdPs' `user1` are two people.
+    let sub = text("sub");
+    let mut path = vec![r["sub_iss"].as_str().map_or_else(|| sub.to_string(), |iss| format!("{sub} ({iss})"))];
+    path.extend(r["chain"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+    format!(
+        "{} => {}  {} ({})  at {at}  exp {}  scope [{}]",
+        path.join(" -> "),
+        text("audience"),
+        text("decision"),
+        text("reason"),
+        r["exp"].as_u64().map_or("-".to_string(), rfc3339),
+        r["scope"].as_str().unwrap_or(""),
+    )
 }
 
 #[cfg(test)]

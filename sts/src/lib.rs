@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod pg;
 pub mod registry;
+pub mod reports;
 pub mod revocations;
 pub mod rollout;
 pub mod server;

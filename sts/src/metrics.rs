@@ -21,6 +21,7 @@ pub struct Metrics {
     revocations: Mutex<BTreeMap<&'static str, u64>>,
     pub registry_agents: AtomicU64,
     pub signing_keys: AtomicU64,
+    reports: AtomicU64,
 }
 
 impl Metrics {
@@ -36,6 +37,11 @@ impl Metrics {
 
     pub fn revocation(&self, kind: &'static str) {
         *self.revocations.locked().entry(kind).or_default() += 1;
+    }
+
+    /// Decisions the sidecars reported, taken into the ledger.
+    pub fn reports(&self, n: u64) {
+        self.reports.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn registry_reload(&self, result: &'static str) {
@@ -70,6 +76,9 @@ impl Metrics {
         for (k, n) in self.revocations.locked().iter() {
             let _ = writeln!(out, "actorchain_sts_revocations_total{{kind=\"{k}\"}} {n}");
         }
+        out.push_str("# HELP actorchain_sts_reports_total Decisions the sidecars reported into the ledger.\n");
+        out.push_str("# TYPE actorchain_sts_reports_total counter\n");
+        let _ = writeln!(out, "actorchain_sts_reports_total {}", self.reports.load(Ordering::Relaxed));
         out.push_str("# TYPE actorchain_sts_registry_agents gauge\n");
         let _ = writeln!(out, "actorchain_sts_registry_agents {}", self.registry_agents.load(Ordering::Relaxed));
         out.push_str("# TYPE actorchain_sts_signing_keys gauge\n");

@@ -5,9 +5,8 @@
 use actorchain_token::{RevocationEntry, RevocationKind};
 use postgres::{Client, NoTls};
 
-use crate::exchange::AuditRecord;
 use crate::keys::{KeyRing, KeyStore};
-use crate::ledger::{link, Filter, LedgerStore, Row};
+use crate::ledger::{link, Entry, Filter, LedgerStore, Row};
 use crate::revocations::{NewRevocation, RevocationStore};
 
 /// Advisory lock keys ("actorchain" ledger / revocations / schema).
@@ -87,7 +86,7 @@ fn i(v: u64) -> i64 {
 }
 
 impl LedgerStore for PgLedger {
-    fn append(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+    fn append(&mut self, records: &[Entry]) -> Result<(), String> {
         blocking(|| self.append_now(records))
     }
 
@@ -108,7 +107,7 @@ fn pg_head(client: &mut impl postgres::GenericClient) -> Result<Option<(u64, Str
 }
 
 impl PgLedger {
-    fn append_now(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+    fn append_now(&mut self, records: &[Entry]) -> Result<(), String> {
         let mut tx = self.client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK]).map_err(err)?;
         let head = pg_head(&mut tx)?;

@@ -205,3 +205,63 @@ async fn signed_checkpoints_name_what_was_cut_or_rewritten_after_them() {
         assert!(!String::from_utf8_lossy(&std::fs::read(&file).unwrap_or_default()).contains(&secret), "{}", file.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_report_into_the_ledger_for_themselves_only() {
+    let dir = tempfile::tempdir().unwrap();
+    dev::init(dir.path(), false).unwrap();
+    let sts = Sts::open(Config::load(&dir.path().join("sts.toml")).unwrap()).unwrap();
+    let (oncall, mcp) = (Peer::Workload(dev::workload_id("oncall")), Peer::Workload(dev::workload_id("mcp-server")));
+    let person = dev::person_token(dir.path(), "user1", "oncall-agent", "incidents:read", 600, None, unix_now()).unwrap();
+    let ask = ExchangeRequest { subject: Some(&person), audience: "investigation-agent", scope: None, client_id: "oncall-agent" }.form();
+    let granted: ExchangeResponse =
+        serde_json::from_str(&call(&sts, "POST", "/token", "application/x-www-form-urlencoded", &ask, &oncall).await.body).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, granted.access_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let (jti, sid) = (claims["jti"].as_str().unwrap(), claims["sid"].as_str().unwrap());
+    let report = |decision: &str, extra: serde_json::Value| {
+        let mut r = serde_json::json!({"ts": unix_now(), "kind": "decision", "direction": "inbound", "decision": decision,
+                                       "reason": "rule", "sub": "user1", "jti": jti, "sid": sid});
+        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        r
+    };
+    let batch = |reports: Vec<serde_json::Value>| serde_json::json!({ "reports": reports }).to_string();
+    let json = "application/json";
+    let calls = batch(vec![
+        report("allowed", serde_json::json!({"method": "tools/call", "name": "create_pr", "rule": "create-pr"})),
+        report("refused", serde_json::json!({"method": "tools/call", "name": "drop_db", "reason": "no_rule"})),
+    ]);
+    let taken = call(&sts, "POST", "/ledger/reports", json, &calls, &mcp).await;
+    assert_eq!((taken.status, taken.body.as_str()), (200, r#"{"taken":2}"#));
+    // Only for itself: naming another workload is a forgery, and nothing of the batch is taken.
+    let forged = batch(vec![
+        report("accepted", serde_json::json!({})),
+        report("accepted", serde_json::json!({"workload": dev::workload_id("oncall")})),
+    ]);
+    let refused = call(&sts, "POST", "/ledger/reports", json, &forged, &mcp).await;
+    assert_eq!((refused.status, reason(&refused).as_str()), (403, "report_forged"));
+    for (bad, why) in [
+        (batch(vec![report("granted", serde_json::json!({}))]), "reports[0].decision"),
+        (batch(vec![report("allowed", serde_json::json!({"name": "x\ny"}))]), "reports[0].name"),
+        ("{\"reports\":[{\"ts\":1}]}".to_string(), "missing field"),
+    ] {
+        let r = call(&sts, "POST", "/ledger/reports", json, &bad, &mcp).await;
+        assert_eq!((r.status, reason(&r).as_str()), (400, "report_malformed"), "{bad}");
+        assert!(r.body.contains(why), "{}", r.body);
+    }
+    let anonymous = call(&sts, "POST", "/ledger/reports", json, &calls, &Peer::Anonymous).await;
+    assert_eq!((anonymous.status, reason(&anonymous).as_str()), (401, "workload_unauthenticated"));
+    // In the session's tree, under the token the calls came with, attributed to their sidecar.
+    let admin = Peer::Workload(dev::workload_id("admin"));
+    let tree: serde_json::Value =
+        serde_json::from_str(&call(&sts, "GET", &format!("/admin/ledger?sid={sid}"), json, "", &admin).await.body).unwrap();
+    let tree = tree["tree"].as_str().unwrap().to_string();
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 3, "{tree}");
+    assert!(lines[0].starts_with("user1 (https://idp.actorchain.dev) -> oncall-agent => investigation-agent  granted"), "{tree}");
+    assert!(lines[1].starts_with("  [mcp-server] inbound allowed (rule) tools/call create_pr rule create-pr  at "), "{tree}");
+    assert!(lines[2].starts_with("  [mcp-server] inbound refused (no_rule) tools/call drop_db  at "), "{tree}");
+}

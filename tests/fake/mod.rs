@@ -42,6 +42,9 @@ pub struct Fake {
     pub gauges: HashMap<String, u64>,
     /// Trace tags set on the request (filter state in Envoy).
     pub tags: HashMap<String, String>,
+    /// Decision lines reported to the ledger, when `reporting`.
+    pub reporting: bool,
+    pub reports: RefCell<Vec<String>>,
     pub dispatch_fails: bool,
     /// The callout answer being delivered: status and body.
     pub callout: Option<(Option<u32>, Vec<u8>)>,
@@ -162,8 +165,16 @@ impl Host for Fake {
         self.events.push(format!("tag {name}={value}"));
         self.tags.insert(name.to_string(), value.to_string());
     }
-    fn count(&mut self, metric: &str) {
-        self.counts.push(metric.to_string());
+    fn count_by(&mut self, metric: &str, n: u64) {
+        for _ in 0..n {
+            self.counts.push(metric.to_string());
+        }
+    }
+    fn reporting(&self) -> bool {
+        self.reporting
+    }
+    fn report(&self, line: &str) {
+        self.reports.borrow_mut().push(line.to_string());
     }
     fn gauge(&mut self, metric: &str, value: u64) {
         self.gauges.insert(metric.to_string(), value);

@@ -88,6 +88,104 @@ pub struct ErrorBody {
     pub actorchain_reason: String,
 }
 
+/// Where a sidecar sends the decisions it made, for the STS's ledger. The STS attributes them to
+/// the workload whose SVID the connection presents: a sidecar reports only for itself.
+pub const REPORTS_PATH: &str = "/ledger/reports";
+/// Most reports in one batch.
+pub const MAX_REPORTS: usize = 500;
+/// Largest body of one batch.
+pub const MAX_REPORTS_BYTES: usize = 512 * 1024;
+/// Longest text in a report field.
+const MAX_REPORT_FIELD: usize = 1024;
+/// Most agents a reported chain names.
+const MAX_REPORT_CHAIN: usize = 32;
+
+/// The decisions a sidecar reports.
+pub const REPORTED_DECISIONS: [&str; 7] = ["accepted", "refused", "would_refuse", "allowed", "exchanged", "cache_hit", "exempt"];
+
+/// One decision a sidecar made, as it reports it: the fields of its audit line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub ts: u64,
+    pub kind: String,
+    pub direction: String,
+    pub decision: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The token the decision was about (presented, exchanged, or served from cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// The policy rule that decided, and what it was asked about (a JSON-RPC method and tool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Never sent by a sidecar: the STS names the reporting workload itself. One that says
+    /// another workload is a forgery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+}
+
+/// A batch of reports: `{"reports": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    pub reports: Vec<Report>,
+}
+
+impl Report {
+    /// Whether the report is one a sidecar could have made: a known decision and direction,
+    /// bounded text. The reason names the first field that is not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.kind != "decision" || !matches!(self.direction.as_str(), "inbound" | "outbound") {
+            return Err("kind and direction: a decision, inbound or outbound".into());
+        }
+        if !REPORTED_DECISIONS.contains(&self.decision.as_str()) {
+            return Err(format!("decision: one of {}", REPORTED_DECISIONS.join(", ")));
+        }
+        let texts = [
+            ("reason", Some(&self.reason)),
+            ("sub", self.sub.as_ref()),
+            ("sub_iss", self.sub_iss.as_ref()),
+            ("scope", self.scope.as_ref()),
+            ("jti", self.jti.as_ref()),
+            ("sid", self.sid.as_ref()),
+            ("audience", self.audience.as_ref()),
+            ("rule", self.rule.as_ref()),
+            ("method", self.method.as_ref()),
+            ("name", self.name.as_ref()),
+        ];
+        let chain = self.chain.iter().flatten().map(|a| ("chain", Some(a)));
+        if let Some((field, _)) =
+            texts.into_iter().chain(chain).find(|(_, v)| v.is_some_and(|v| v.len() > MAX_REPORT_FIELD || v.chars().any(char::is_control)))
+        {
+            return Err(format!("{field}: at most {MAX_REPORT_FIELD} characters, no control characters"));
+        }
+        if self.chain.as_ref().is_some_and(|c| c.len() > MAX_REPORT_CHAIN) {
+            return Err(format!("chain: at most {MAX_REPORT_CHAIN} agents"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
