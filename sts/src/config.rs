@@ -116,6 +116,9 @@ pub struct SigningConfig {
     /// When false the STS never writes the key file: keys and rotation are the operator's.
     #[serde(default = "yes")]
     pub auto_rotate: bool,
+    /// With PostgreSQL: the replicas' key-encryption key (32 random bytes, base64url), under
+    /// which the signing keys they share are sealed in the database. Required there.
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for SigningConfig {
@@ -126,6 +129,7 @@ impl Default for SigningConfig {
             publish_lead_seconds: default_lead(),
             keys_file: None,
             auto_rotate: true,
+            key_encryption_key_file: None,
         }
     }
 }
@@ -218,6 +222,9 @@ impl Config {
             abs(&mut j.bundle);
         }
         if let Some(k) = cfg.signing.keys_file.as_mut() {
+            abs(k);
+        }
+        if let Some(k) = cfg.signing.key_encryption_key_file.as_mut() {
             abs(k);
         }
         for p in &mut cfg.people {

@@ -103,6 +103,9 @@ audience = "{STS_SPIFFE_ID}"
 alg = "EdDSA"
 rotate_every_seconds = 86400
 publish_lead_seconds = 600
+# With a PostgreSQL database shared by replicas, the signing keys are sealed there under this key
+# (every replica holds the same file); unused with SQLite.
+key_encryption_key_file = "kek.key"
 
 # The ledger's head is signed into state/checkpoints.jsonl this often (0: only on demand).
 [ledger]
@@ -145,11 +148,20 @@ fn validity(p: &mut CertificateParams) {
 /// harmless and tokens minted earlier stay verifiable; an incomplete one (from an older version)
 /// is written anew.
 pub fn init(dir: &Path, force: bool) -> Result<(), String> {
-    let complete =
-        ["sts.toml", "registry.toml", "bundle.pem", "bundle.spiffe.json", "idp-key.json", "partner-idp-key.json", "jwt-svid-key.json"]
-            .iter()
-            .all(|f| dir.join(f).exists())
-            && WORKLOADS.iter().all(|w| dir.join(format!("svid/{w}.pem")).exists() && dir.join(format!("svid/{w}-key.pem")).exists());
+    let complete = [
+        "sts.toml",
+        "registry.toml",
+        "bundle.pem",
+        "bundle.spiffe.json",
+        "idp-key.json",
+        "partner-idp-key.json",
+        "jwt-svid-key.json",
+        "kek.key",
+        "svid/postgres.pem",
+    ]
+    .iter()
+    .all(|f| dir.join(f).exists())
+        && WORKLOADS.iter().all(|w| dir.join(format!("svid/{w}.pem")).exists() && dir.join(format!("svid/{w}-key.pem")).exists());
     if complete && !force {
         return Ok(());
     }
@@ -187,6 +199,21 @@ pub fn init(dir: &Path, force: bool) -> Result<(), String> {
         write(dir, &format!("svid/{name}.pem"), &cert.pem())?;
         crate::keys::write_secret(&dir.join(format!("svid/{name}-key.pem")), &key.serialize_pem()).map_err(err)?;
     }
+
+    // PostgreSQL's server certificate, for the replicas' database over TLS (verify-full).
+    let key = KeyPair::generate().map_err(err)?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.distinguished_name.push(DnType::CommonName, "postgres");
+    p.subject_alt_names =
+        vec![SanType::DnsName("localhost".try_into().map_err(err)?), SanType::IpAddress("127.0.0.1".parse().map_err(err)?)];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut p);
+    write(dir, "svid/postgres.pem", &p.signed_by(&key, &ca_cert, &ca_key).map_err(err)?.pem())?;
+    crate::keys::write_secret(&dir.join("svid/postgres-key.pem"), &key.serialize_pem()).map_err(err)?;
+    // Replicas sharing PostgreSQL seal the signing keys there under this key.
+    crate::sealing::Kek::new_file(&dir.join("kek.key"))?;
 
     // SPIRE signs JWT-SVIDs with ES256 by default; the dev domain does the same.
     let jwt_svid = StoredKey::new(&generate(Alg::Es256), 0);

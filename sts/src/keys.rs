@@ -30,6 +30,24 @@ struct KeyFile {
     keys: Vec<StoredKey>,
 }
 
+/// A key as kept in a shared database: its secret sealed under the replicas' key-encryption key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedKey {
+    kid: String,
+    alg: String,
+    sealed: String,
+    sign_from: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retire_at: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedFile {
+    sealed_keys: Vec<SealedKey>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("key file {0}: {1}")]
@@ -181,6 +199,37 @@ impl KeyRing {
         }
         keys.sort_by_key(|k| k.sign_from);
         Ok(KeyRing { keys })
+    }
+
+    /// The JSON form with every secret sealed under `kek`: for a store shared by replicas.
+    pub fn to_sealed_json(&self, kek: &crate::sealing::Kek) -> String {
+        let sealed_keys = self
+            .keys
+            .iter()
+            .map(|k| SealedKey {
+                kid: k.kid.clone(),
+                alg: k.key.alg().as_str().into(),
+                sealed: kek.seal(&k.kid, &k.key.secret_bytes()),
+                sign_from: k.sign_from,
+                retire_at: k.retire_at,
+            })
+            .collect();
+        actorchain_token::to_json_pretty(&SealedFile { sealed_keys })
+    }
+
+    /// The ring from its sealed JSON form.
+    pub fn from_sealed_json(text: &str, kek: &crate::sealing::Kek, where_: &str) -> Result<KeyRing, KeyError> {
+        let fmt = |m: String| KeyError::Format(where_.to_string(), m);
+        let file: SealedFile = serde_json::from_str(text).map_err(|e| fmt(e.to_string()))?;
+        let stored = file
+            .sealed_keys
+            .into_iter()
+            .map(|s| {
+                let secret = kek.open(&s.kid, &s.sealed).map_err(fmt)?;
+                Ok(StoredKey { kid: s.kid, alg: s.alg, secret: B64.encode(secret), sign_from: s.sign_from, retire_at: s.retire_at })
+            })
+            .collect::<Result<Vec<_>, KeyError>>()?;
+        KeyRing::from_json(&actorchain_token::to_json(&KeyFile { keys: stored }), where_)
     }
 
     /// The JSON form, private keys included: for a store that keeps secrets.

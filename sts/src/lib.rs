@@ -22,6 +22,7 @@ pub mod registry;
 pub mod reports;
 pub mod revocations;
 pub mod rollout;
+pub mod sealing;
 pub mod server;
 pub mod state;
 pub mod svid;

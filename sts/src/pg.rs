@@ -8,6 +8,7 @@ use postgres::{Client, NoTls};
 use crate::keys::{KeyRing, KeyStore};
 use crate::ledger::{link, Entry, Filter, LedgerStore, Row};
 use crate::revocations::{NewRevocation, RevocationStore};
+use crate::sealing::Kek;
 
 /// Advisory lock keys ("actorchain" ledger / revocations / schema).
 const LEDGER_LOCK: i64 = 0x6163_7463_6c65_6467;
@@ -41,8 +42,66 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 fn err(e: postgres::Error) -> String {
-    // The server's message when there is one (constraint, permission), not just "db error".
-    e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{}: {}", d.code().code(), d.message()))
+    // The server's message when there is one (constraint, permission), not just "db error"; else
+    // the whole cause ("error performing TLS handshake: invalid peer certificate: UnknownIssuer").
+    if let Some(d) = e.as_db_error() {
+        return format!("{}: {}", d.code().code(), d.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// Where and how the STS reaches PostgreSQL: the URL as the driver takes it, and the CA that must
+/// have signed the server's certificate when the connection is TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// Reads libpq's `sslmode` and `sslrootcert` from the URL. `sslmode=verify-full` with
+/// `sslrootcert=<CA file>`: TLS, the server's certificate checked against that CA and the host
+/// name. Without TLS the server must be on this machine: credentials and every token's metadata
+/// travel on this connection. The weaker modes (`prefer`, `require`, `verify-ca`) are refused:
+/// none of them checks whom the STS is talking to.
+pub fn target(url: &str) -> Result<Target, String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut mode, mut ca, mut rest) = (None, None, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(v.to_string()),
+            Some(("sslrootcert", v)) => ca = Some(std::path::PathBuf::from(v)),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    let shown = redact(&url);
+    match mode.as_deref() {
+        Some("verify-full") => match ca {
+            Some(ca) => Ok(Target { url, ca: Some(ca) }),
+            None => Err(format!("{shown}: sslmode=verify-full needs sslrootcert=<the CA file that signed the server's certificate>")),
+        },
+        None | Some("disable") => {
+            let cfg: postgres::Config = url.parse().map_err(|e| format!("{shown}: {e}"))?;
+            let local = cfg.get_hosts().iter().all(|h| match h {
+                postgres::config::Host::Tcp(name) => matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1"),
+                postgres::config::Host::Unix(_) => true,
+            });
+            if local {
+                Ok(Target { url, ca: None })
+            } else {
+                Err(format!("{shown}: PostgreSQL on another machine needs TLS: add sslmode=verify-full&sslrootcert=<CA file>"))
+            }
+        }
+        Some(other) => {
+            Err(format!("{shown}: sslmode={other} does not check the server's name; use sslmode=verify-full&sslrootcert=<CA file>"))
+        }
+    }
 }
 
 /// Connects and makes sure the tables exist (replicas starting together create them once).
@@ -51,7 +110,19 @@ pub fn connect(url: &str) -> Result<Client, String> {
 }
 
 fn connect_now(url: &str) -> Result<Client, String> {
-    let mut client = Client::connect(url, NoTls).map_err(|e| format!("{}: {}", redact(url), err(e)))?;
+    let t = target(url)?;
+    let shown = redact(&t.url);
+    let mut client = match &t.ca {
+        Some(ca) => {
+            let roots = crate::svid::load_bundle(ca).map_err(|e| e.to_string())?;
+            let mut tls = crate::svid::client_config(&roots, None).map_err(|e| e.to_string())?;
+            // PostgreSQL's own negotiation: no HTTP ALPN.
+            tls.alpn_protocols.clear();
+            Client::connect(&t.url, tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+        None => Client::connect(&t.url, NoTls),
+    }
+    .map_err(|e| format!("{shown}: {}", err(e)))?;
     let mut tx = client.transaction().map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
     tx.batch_execute(SCHEMA).map_err(err)?;
@@ -225,29 +296,33 @@ impl PgRegistry {
     }
 }
 
-/// The signing keys, one ring for all replicas. Private keys sit in the database as they would in
-/// the key file: protect it (roles, TLS, encryption at rest) accordingly.
+/// The signing keys, one ring for all replicas, each private key sealed under the replicas'
+/// key-encryption key (`sealing.rs`): the database never holds one in the clear.
 pub struct PgKeys {
     client: Client,
+    kek: Kek,
 }
 
 impl PgKeys {
-    pub fn open(url: &str) -> Result<PgKeys, String> {
-        Ok(PgKeys { client: connect(url)? })
+    pub fn open(url: &str, kek: Kek) -> Result<PgKeys, String> {
+        Ok(PgKeys { client: connect(url)?, kek })
     }
 
     fn update_now(&mut self, change: &mut dyn FnMut(&mut KeyRing) -> bool) -> Result<KeyRing, String> {
         let mut tx = self.client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYS_LOCK]).map_err(err)?;
         let stored: Option<String> = tx.query_opt("SELECT ring FROM signing_keys WHERE id = 1", &[]).map_err(err)?.map(|r| r.get(0));
+        // A ring stored in the clear (before keys were sealed) is taken in and sealed at once.
+        let clear = stored.as_deref().is_some_and(|t| !t.contains("\"sealed_keys\""));
         let mut ring = match &stored {
-            Some(text) => KeyRing::from_json(text, "signing_keys").map_err(|e| e.to_string())?,
+            Some(text) if clear => KeyRing::from_json(text, "signing_keys").map_err(|e| e.to_string())?,
+            Some(text) => KeyRing::from_sealed_json(text, &self.kek, "signing_keys").map_err(|e| e.to_string())?,
             None => KeyRing::default(),
         };
-        if change(&mut ring) {
+        if change(&mut ring) || clear {
             tx.execute(
                 "INSERT INTO signing_keys (id, ring) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET ring = EXCLUDED.ring",
-                &[&ring.to_json()],
+                &[&ring.to_sealed_json(&self.kek)],
             )
             .map_err(err)?;
         }
@@ -264,6 +339,27 @@ impl KeyStore for PgKeys {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tls_is_verify_full_or_the_server_is_on_this_machine() {
+        use super::target;
+        let t =
+            target("postgres://sts:pw@db.example:5432/actorchain?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=5").unwrap();
+        assert_eq!(t.url, "postgres://sts:pw@db.example:5432/actorchain?connect_timeout=5");
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(target("postgres://sts@127.0.0.1:5432/actorchain").unwrap().ca, None);
+        assert_eq!(target("postgres://sts@localhost/actorchain?sslmode=disable").unwrap().ca, None);
+        for (url, says) in [
+            ("postgres://sts:pw@db.example/actorchain", "needs TLS"),
+            ("postgres://sts@db.example/actorchain?sslmode=require", "sslmode=require does not check"),
+            ("postgres://sts@127.0.0.1/actorchain?sslmode=prefer", "sslmode=prefer does not check"),
+            ("postgres://sts@db.example/actorchain?sslmode=verify-ca&sslrootcert=/ca.pem", "sslmode=verify-ca"),
+            ("postgres://sts@db.example/actorchain?sslmode=verify-full", "needs sslrootcert"),
+        ] {
+            let e = target(url).unwrap_err();
+            assert!(e.contains(says) && !e.contains(":pw@"), "{url}: {e}");
+        }
+    }
+
     #[test]
     fn urls_in_messages_hide_the_password() {
         assert_eq!(super::redact("postgres://sts:s3cret@db:5432/actorchain"), "postgres://sts:***@db:5432/actorchain");

@@ -37,7 +37,8 @@ pub struct WouldRefuse {
 pub fn would_refuse<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeMap<WouldRefuse, u64> {
     let mut counts = BTreeMap::new();
     for line in lines {
-        let Some(at) = line.find("{\"kind\":\"decision\"") else { continue };
+        // A decision line starts with its time (earlier versions: with its kind).
+        let Some(at) = line.find("{\"ts\":").or_else(|| line.find("{\"kind\":\"decision\"")) else { continue };
         let Ok(d) = serde_json::from_str::<Decision>(line[at..].trim_end()) else { continue };
         if d.kind != "decision" || d.decision != "would_refuse" {
             continue;
@@ -71,7 +72,7 @@ mod tests {
     #[test]
     fn counts_only_what_would_have_been_refused() {
         let log = [
-            r#"[2026-12-02 01:27:20.123][12][info][wasm] wasm log actorchain_inbound: {"kind":"decision","direction":"inbound","decision":"would_refuse","reason":"token_missing","status":401}"#,
+            r#"[2026-12-02 01:27:20.123][12][info][wasm] wasm log actorchain_inbound: {"ts":1796190645,"kind":"decision","direction":"inbound","decision":"would_refuse","reason":"token_missing","status":401}"#,
             r#"[..][info][wasm] wasm log: {"kind":"decision","direction":"inbound","decision":"would_refuse","reason":"scope_missing","status":403,"sub":"user1","chain":["oncall-agent","investigation-agent"]}"#,
             r#"{"kind":"decision","direction":"inbound","decision":"would_refuse","reason":"token_missing","status":401}"#,
             r#"{"kind":"decision","direction":"outbound","decision":"would_refuse","reason":"no_subject_token","status":403,"audience":"mcp-gateway"}"#,

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::pg::{PgKeys, PgLedger, PgRegistry, PgRevocations};
 use crate::registry::Registry;
 use crate::revocations::{Revocations, SqliteRevocations};
+use crate::sealing::Kek;
 use crate::svid;
 use crate::sync::{Locked, ReadWrite};
 use crate::telemetry::Telemetry;
@@ -91,7 +92,14 @@ impl Sts {
         let svid = load_svid_trust(&cfg)?;
         let mut key_store: Box<dyn KeyStore> = match cfg.database() {
             Database::Sqlite(_) => Box::new(FileKeyStore::new(cfg.keys_file())),
-            Database::Postgres(url) => Box::new(PgKeys::open(&url)?),
+            Database::Postgres(url) => {
+                let file = cfg
+                    .signing
+                    .key_encryption_key_file
+                    .as_ref()
+                    .ok_or("signing.key_encryption_key_file: required with PostgreSQL (the signing keys are sealed under it there)")?;
+                Box::new(PgKeys::open(&url, Kek::load(file)?)?)
+            }
         };
         let ring = key_store.update(&mut |_| false)?;
         if ring.is_empty() && !cfg.signing.auto_rotate {

@@ -1,8 +1,9 @@
 //! Two STS replicas on one real PostgreSQL (Debian's server, started here on a data directory in
-//! a temp dir, loopback only): they publish the same keys, decisions from both go into one hash
-//! chain, a revocation made at one is enforced by the other within the refresh period, a replica
-//! killed under load loses nothing it acknowledged, and a registry stored in the database is
-//! applied by every replica.
+//! a temp dir, loopback only, TLS only, its certificate from the dev CA): they reach it with
+//! `sslmode=verify-full` semantics, publish the same keys (kept in the database sealed, never in
+//! the clear), decisions from both go into one hash chain, a revocation made at one is enforced
+//! by the other within the refresh period, a replica killed under load loses nothing it
+//! acknowledged, and a registry stored in the database is applied by every replica.
 
 mod common;
 
@@ -22,13 +23,28 @@ async fn exchange_at(sts: &Sts, person: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_ledger_revocations_keys_and_registry() {
-    // The synchronous PostgreSQL client may not block a runtime thread without saying so.
-    let pg = tokio::task::block_in_place(DevPostgres::start).unwrap();
-    let url = pg.url();
+    let (mut pg, mut url) = (None, String::new());
     let a = Sts::start_with(|dir| {
+        // The synchronous PostgreSQL client may not block a runtime thread without saying so.
+        let server = tokio::task::block_in_place(|| DevPostgres::start_tls(dir)).unwrap();
+        url = server.url();
+        pg = Some(server);
         let toml = std::fs::read_to_string(dir.join("sts.toml")).unwrap();
         std::fs::write(dir.join("sts.toml"), format!("database = \"{url}\"\n{toml}")).unwrap();
     });
+    // The server lives as long as the test.
+    let _pg = pg.unwrap();
+    assert!(url.contains("sslmode=verify-full&sslrootcert="), "{url}");
+    // TLS only: in the clear the server takes nothing, and a server whose certificate another CA
+    // signed is not taken for it.
+    let plain = url.split_once('?').unwrap().0.to_string();
+    let e = tokio::task::block_in_place(|| actorchain_sts::pg::connect(&plain)).err().unwrap();
+    assert!(e.contains("no encryption") || e.contains("pg_hba"), "{e}");
+    let stranger = tempfile::tempdir().unwrap();
+    actorchain_sts::dev::init(stranger.path(), false).unwrap();
+    let wrong_ca = format!("{plain}?sslmode=verify-full&sslrootcert={}", stranger.path().join("bundle.pem").display());
+    let e = tokio::task::block_in_place(|| actorchain_sts::pg::connect(&wrong_ca)).err().unwrap();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
     // Replica B keeps nothing locally in common with A: its own state directory.
     let toml = std::fs::read_to_string(a.path("sts.toml")).unwrap();
     std::fs::write(a.path("sts.toml"), toml.replace("state_dir = \"state\"", "state_dir = \"state-b\"")).unwrap();
@@ -115,9 +131,30 @@ async fn two_replicas_share_the_ledger_revocations_keys_and_registry() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.contains("chain intact"), "{said}");
     let recorded: std::collections::HashSet<String> = tokio::task::block_in_place(|| {
-        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut db = actorchain_sts::pg::connect(&url).unwrap();
         db.query("SELECT body::json->>'jti' FROM ledger", &[]).unwrap().iter().filter_map(|r| r.get::<_, Option<String>>(0)).collect()
     });
+    // The signing keys are in the database sealed: no table holds a private key in the clear.
+    let kek = actorchain_sts::sealing::Kek::load(&b.path("kek.key")).unwrap();
+    let dump: Vec<String> = tokio::task::block_in_place(|| {
+        let mut db = actorchain_sts::pg::connect(&url).unwrap();
+        ["signing_keys", "ledger", "revocations", "registry"]
+            .iter()
+            .flat_map(|t| db.query(&format!("SELECT t::text FROM {t} t"), &[]).unwrap().into_iter().map(|r| r.get::<_, String>(0)))
+            .collect()
+    });
+    let ring: serde_json::Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        actorchain_sts::pg::connect(&url).unwrap().query_one("SELECT ring FROM signing_keys", &[]).unwrap().get::<_, String>(0)
+    }))
+    .unwrap();
+    let sealed = ring["sealed_keys"].as_array().expect("sealed keys");
+    assert!(!sealed.is_empty() && ring.get("keys").is_none());
+    for k in sealed {
+        let secret = kek.open(k["kid"].as_str().unwrap(), k["sealed"].as_str().unwrap()).unwrap();
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &secret);
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(dump.iter().all(|row| !row.contains(&b64) && !row.contains(&hex)), "a private key in the clear in the database");
+    }
     let missing: Vec<&String> = received.iter().filter(|j| !recorded.contains(*j)).collect();
     assert!(missing.is_empty(), "{} of {} acknowledged tokens have no ledger record", missing.len(), received.len());
 
