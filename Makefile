@@ -11,7 +11,7 @@ DEV := $(WORK)/dev
 STS_BIN := target/release/actorchain-sts
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm compose-tool manifest-tool pg-tool
+.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm compose-tool manifest-tool pg-tool browser-tool
 
 all: build
 
@@ -29,6 +29,10 @@ compose-tool:
 ## A PostgreSQL server for the replica tests (they start their own, on a temp dir, loopback only).
 pg-tool:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+## Headless Chromium for the lineage page's browser test (Debian's).
+browser-tool:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## The published Kubernetes and Istio schemas, for checking deploy/ offline (npm, pinned by the lock).
 manifest-tool:
@@ -48,7 +52,7 @@ test-wasm: wasm-target
 	cargo build --release --target $(WASM_TARGET) -p actorchain
 
 ## The whole suite: unit, property, integration against the real STS binary, real Envoy, fuzzing.
-test: envoy test-wasm compose-tool manifest-tool pg-tool
+test: envoy test-wasm compose-tool manifest-tool pg-tool browser-tool
 	cargo build -p actorchain-sts
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \

@@ -274,7 +274,7 @@ async fn main() {
     let paths = Paths::workspace(&root, "release", work.clone());
     let devdir = work.join("dev");
     dev::init(&devdir, false).unwrap();
-    let (sts, sts_addr) = start_sts(&paths, &devdir.join("sts.toml"), &work.join("sts.log"), "127.0.0.1:0".parse().unwrap())
+    let (sts, sts_addr, _) = start_sts(&paths, &devdir.join("sts.toml"), &work.join("sts.log"), "127.0.0.1:0".parse().unwrap())
         .expect("STS starts (make bench builds it)");
     // Stopped when this run ends, even by a panic.
     let sts = Reaped(sts);

@@ -92,6 +92,8 @@ pub const CHAIN: [(&str, &str); 3] = [("oncall", "oncall-agent"), ("investigatio
 pub struct Demo {
     pub dev: PathBuf,
     pub sts: SocketAddr,
+    /// The STS's admin listener (health, metrics, the lineage page); its first instance's.
+    pub sts_admin: SocketAddr,
     /// A second STS sharing the first one's database (with `Tuning::database`).
     pub sts_replica: Option<SocketAddr>,
     pub workloads: Vec<Workload>,
@@ -546,7 +548,7 @@ const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4
 
 /// Starts the STS binary with `config` (a dev trust domain's `sts.toml`), on `listen` (port 0:
 /// any); its event lines go to `log`.
-pub fn start_sts(paths: &Paths, config: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr), String> {
+pub fn start_sts(paths: &Paths, config: &Path, log: &Path, listen: SocketAddr) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let mut child = Command::new(&paths.sts_bin)
         .args(sts_args(config, &listen.to_string(), "127.0.0.1:0"))
         .stdout(Stdio::piped())
@@ -585,7 +587,8 @@ pub fn start_sts(paths: &Paths, config: &Path, log: &Path, listen: SocketAddr) -
         .trim_end_matches("/token")
         .parse()
         .map_err(|e| format!("{e}"))?;
-    Ok((child, addr))
+    let admin = v["admin"].as_str().unwrap_or("").trim_start_matches("http://").parse().map_err(|e| format!("admin: {e}"))?;
+    Ok((child, addr, admin))
 }
 
 impl Demo {
@@ -619,10 +622,10 @@ impl Demo {
         if tuned != toml {
             std::fs::write(dev.join("sts.toml"), tuned).map_err(|e| e.to_string())?;
         }
-        let (sts_child, sts) = start_sts(&paths, &dev.join("sts.toml"), &paths.work.join("sts.log"), ANY_PORT)?;
+        let (sts_child, sts, sts_admin) = start_sts(&paths, &dev.join("sts.toml"), &paths.work.join("sts.log"), ANY_PORT)?;
         let (replica_child, sts_replica) = match tuning.database {
             Some(_) => {
-                let (c, a) = start_sts(&paths, &dev.join("sts-b.toml"), &paths.work.join("sts-b.log"), ANY_PORT)?;
+                let (c, a, _) = start_sts(&paths, &dev.join("sts-b.toml"), &paths.work.join("sts-b.log"), ANY_PORT)?;
                 (Some(c), Some(a))
             }
             None => (None, None),
@@ -641,6 +644,7 @@ impl Demo {
         let mut demo = Demo {
             dev,
             sts,
+            sts_admin,
             workloads,
             sts_child: std::sync::Mutex::new(Some(sts_child)),
             replica_child,
@@ -961,6 +965,8 @@ impl Demo {
         Ok(Demo {
             dev,
             sts,
+            // Inside the compose network; not reachable from here.
+            sts_admin: inside,
             sts_replica: None,
             workloads,
             sts_child: std::sync::Mutex::new(None),
@@ -974,7 +980,7 @@ impl Demo {
     /// Starts the STS again where the sidecars expect it, on the same state.
     pub fn restart_sts(&self) -> Result<(), String> {
         self.stop_sts();
-        let (child, _) = start_sts(&self.paths, &self.dev.join("sts.toml"), &self.paths.work.join("sts.log"), self.sts)?;
+        let (child, _, _) = start_sts(&self.paths, &self.dev.join("sts.toml"), &self.paths.work.join("sts.log"), self.sts)?;
         *self.sts_child.lock().map_err(|_| "STS lock poisoned")? = Some(child);
         Ok(())
     }

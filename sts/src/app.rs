@@ -167,9 +167,34 @@ where
     }
 }
 
-/// The admin listener (plain HTTP, for probes and scrapers): health, readiness, metrics.
-pub fn health(sts: &Sts, path: &str) -> Response<Body> {
+/// A compiled-in file of the lineage page, under its content security policy.
+fn page_file(content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert("content-security-policy", HeaderValue::from_static(crate::lineage::CSP));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// The lineage page's data: the ledger's, so never cached.
+fn lineage_data(answer: Result<String, String>) -> Response<Body> {
+    match answer {
+        Ok(body) => no_store(json(200, body)),
+        Err(e) => refused(&ExchangeError::new(OAuthCode::InvalidRequest, "lineage_query_invalid", e)),
+    }
+}
+
+/// The admin listener (plain HTTP, for probes, scrapers and, when configured, the lineage page):
+/// health, readiness, metrics.
+pub fn health(sts: &Sts, path: &str, query: &str) -> Response<Body> {
     match path {
+        "/lineage" if sts.lineage_page() => page_file("text/html; charset=utf-8", crate::lineage::PAGE),
+        "/lineage/app.js" if sts.lineage_page() => page_file("text/javascript; charset=utf-8", crate::lineage::SCRIPT),
+        "/lineage/app.css" if sts.lineage_page() => page_file("text/css; charset=utf-8", crate::lineage::STYLE),
+        "/lineage/sessions" if sts.lineage_page() => lineage_data(sts.lineage_sessions(query, unix_now())),
+        "/lineage/session" if sts.lineage_page() => lineage_data(sts.lineage_session(query)),
         "/healthz" => json(200, r#"{"status":"ok"}"#.into()),
         "/readyz" if sts.can_sign(unix_now()) => json(200, r#"{"status":"ready"}"#.into()),
         "/readyz" => json(503, r#"{"status":"no signing key"}"#.into()),

@@ -51,11 +51,15 @@ pub struct LedgerConfig {
     /// (0: only on demand, `POST /admin/ledger/checkpoint`).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every_seconds: u64,
+    /// Serve the lineage page (`/lineage`) on the admin listener, which has no authentication:
+    /// only where that listener is on loopback or a private interface.
+    #[serde(default)]
+    pub lineage_page: bool,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { checkpoint_every_seconds: default_checkpoint_every() }
+        LedgerConfig { checkpoint_every_seconds: default_checkpoint_every(), lineage_page: false }
     }
 }
 

@@ -110,6 +110,8 @@ key_encryption_key_file = "kek.key"
 # The ledger's head is signed into state/checkpoints.jsonl this often (0: only on demand).
 [ledger]
 checkpoint_every_seconds = 300
+# The lineage page at http://<admin_listen>/lineage (the admin listener has no authentication).
+lineage_page = true
 
 # A span per exchange to an OpenTelemetry collector (OTLP/HTTP), under the caller's traceparent:
 #   [telemetry]

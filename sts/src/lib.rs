@@ -16,6 +16,7 @@ pub mod form;
 pub mod https_client;
 pub mod keys;
 pub mod ledger;
+pub mod lineage;
 pub mod metrics;
 pub mod pg;
 pub mod registry;

@@ -59,7 +59,7 @@ pub async fn serve_admin(sts: Arc<Sts>, listener: TcpListener) {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let sts = sts.clone();
-                async move { Ok::<_, Infallible>(health(&sts, req.uri().path())) }
+                async move { Ok::<_, Infallible>(health(&sts, req.uri().path(), req.uri().query().unwrap_or(""))) }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
         });
