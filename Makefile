@@ -64,7 +64,7 @@ test: envoy test-wasm compose-tool manifest-tool pg-tool browser-tool
 ## Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every target for FUZZ_SECONDS each; a crash
 ## or a hang (an input over 5 s) fails it. No sanitizer: the stable toolchain cannot build one.
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS := token jwks sts_form plugin_config mcp_body
+FUZZ_TARGETS := token jwks sts_form plugin_config mcp_body reports
 fuzz-tool:
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 fuzz: fuzz-tool
