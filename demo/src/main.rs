@@ -174,7 +174,9 @@ async fn walkthrough(demo: &Demo) -> Result<(), String> {
         level["reason"].as_str().unwrap_or("?"),
         started.elapsed().as_millis()
     );
-    println!("\nthe session in the STS's audit ledger:");
+    // The sidecars' reports of what they decided reach the ledger within a second or so.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    println!("\nthe session in the STS's audit ledger (the STS's exchanges, and what each sidecar reported):");
     for line in demo.ledger_tree(&sid).await?.lines() {
         println!("  {line}");
     }
