@@ -19,6 +19,8 @@ pub struct Revocations {
     pub wanted: bool,
     /// When the feed was last read successfully, for the lag metric.
     pub fetched_at: u64,
+    /// Entries were added since the set was last built.
+    changed: bool,
 }
 
 impl Revocations {
@@ -31,6 +33,7 @@ impl Revocations {
         for e in feed.entries {
             if !self.entries.iter().any(|x| x.id == e.id) {
                 self.entries.push(e);
+                self.changed = true;
             }
         }
         self.cursor = self.cursor.max(feed.cursor);
@@ -43,8 +46,10 @@ impl Revocations {
     pub fn prune(&mut self, now: u64) {
         let before = self.entries.len();
         self.entries.retain(|e| e.expires_at > now);
-        if self.entries.len() != before || self.set.len() != self.entries.len() {
+        // Built again only when what it is built from changed (this runs on every tick).
+        if self.entries.len() != before || self.changed {
             self.set = RevocationSet::from_entries(&self.entries);
+            self.changed = false;
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Filter {
     pub agent: Option<String>,
     pub since: Option<u64>,
     pub until: Option<u64>,
+    /// Only among the ledger's newest this many records (a bound on what a query reads).
+    pub newest: Option<u64>,
 }
 
 /// Where the ledger lives: SQLite embedded (one STS), or PostgreSQL shared by several replicas.
@@ -238,11 +240,13 @@ impl LedgerStore for SqliteLedger {
                 "SELECT seq, body, prev_hash, hash FROM ledger
                  WHERE (?1 IS NULL OR sid = ?1) AND (?2 IS NULL OR sub = ?2) AND (?3 IS NULL OR instr(chain, ?3) > 0)
                    AND (?4 IS NULL OR ts >= ?4) AND (?5 IS NULL OR ts <= ?5)
+                   AND (?6 IS NULL OR seq > (SELECT COALESCE(MAX(seq), 0) FROM ledger) - ?6)
                  ORDER BY seq",
             )
             .map_err(|e| e.to_string())?;
+        let newest = f.newest.map(|n| n as i64);
         let rows = stmt
-            .query_map(rusqlite::params![f.sid, f.sub, agent, f.since.map(|v| v as i64), f.until.map(|v| v as i64)], |r| {
+            .query_map(rusqlite::params![f.sid, f.sub, agent, f.since.map(|v| v as i64), f.until.map(|v| v as i64), newest], |r| {
                 Ok(Row { seq: r.get::<_, i64>(0)? as u64, body: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? })
             })
             .map_err(|e| e.to_string())?;
@@ -397,6 +401,8 @@ mod tests {
         again.record(rec(21)).await.unwrap();
         let rows = store.rows(&Filter::default()).unwrap();
         assert_eq!(verify(&rows), Ok(21));
+        let newest = store.rows(&Filter { newest: Some(5), ..Default::default() }).unwrap();
+        assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [17, 18, 19, 20, 21]);
 
         let mut edited = rows.clone();
         edited[6].body = edited[6].body.replace("granted", "refused");

@@ -22,6 +22,9 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 /// Most sessions listed at once.
 const MAX_SESSIONS: usize = 200;
+/// The list is drawn from at most the ledger's newest this many records: bounded memory, however
+/// large the ledger.
+const MAX_RECORDS_READ: u64 = 100_000;
 
 /// One session as the list shows it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -78,6 +81,7 @@ impl Sts {
             }
         }
         f.since = Some(now.saturating_sub(hours * 3600));
+        f.newest = Some(MAX_RECORDS_READ);
         let rows = ledger::select(&mut **self.ledger_reader.locked(), &f)?;
         let records: Vec<Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
         Ok(serde_json::json!({ "sessions": sessions(&records) }).to_string())

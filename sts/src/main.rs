@@ -227,7 +227,7 @@ fn run_ledger(cmd: LedgerCmd) -> Result<(), String> {
             Ok(())
         }
         LedgerCmd::Query { db, sub, issuer, agent, since, until } => {
-            for r in ledger::select(&mut *open(&db)?, &Filter { sid: None, sub, issuer, agent, since, until })? {
+            for r in ledger::select(&mut *open(&db)?, &Filter { sid: None, sub, issuer, agent, since, until, newest: None })? {
                 println!("{}", r.body);
             }
             Ok(())

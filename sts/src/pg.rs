@@ -203,8 +203,9 @@ impl PgLedger {
                  WHERE ($1::TEXT IS NULL OR sid = $1) AND ($2::TEXT IS NULL OR sub = $2)
                    AND ($3::TEXT IS NULL OR strpos(chain, $3) > 0)
                    AND ($4::BIGINT IS NULL OR ts >= $4) AND ($5::BIGINT IS NULL OR ts <= $5)
+                   AND ($6::BIGINT IS NULL OR seq > (SELECT COALESCE(MAX(seq), 0) FROM ledger) - $6)
                  ORDER BY seq",
-                &[&f.sid, &f.sub, &agent, &since, &until],
+                &[&f.sid, &f.sub, &agent, &since, &until, &f.newest.map(i)],
             )
             .map_err(err)?;
         Ok(rows.iter().map(|r| Row { seq: r.get::<_, i64>(0) as u64, body: r.get(1), prev_hash: r.get(2), hash: r.get(3) }).collect())
