@@ -1,7 +1,8 @@
 //! The lineage page in a real browser: headless Chromium (Debian's) opens the STS's admin listener
 //! on the demo session — after the on-call chain opened a PR and was refused another tool — and
 //! the drawn tree holds its hops, the allowed call with its rule and the refused one with its
-//! reason. A screenshot is saved as `.work/lineage.png`.
+//! reason. A screenshot is saved as `.work/lineage.png`. Reached under a host name (DNS rebinding)
+//! it answers nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,8 +74,14 @@ async fn the_lineage_page_draws_the_demo_session_in_chromium() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
 
-    // Off unless configured, and never anything but its own files for the browser to load.
-    let (status, page) = actorchain_demo::apps::http(demo.sts_admin, "GET", "admin", "/lineage", &[], vec![]).await.unwrap();
+    // The page names nothing outside itself; and reached under a name (as a DNS-rebinding site
+    // would reach it from a browser on this machine) it answers nothing.
+    let at = demo.sts_admin.to_string();
+    let (status, page) = actorchain_demo::apps::http(demo.sts_admin, "GET", &at, "/lineage", &[], vec![]).await.unwrap();
     assert_eq!(status, 200);
     assert!(!String::from_utf8_lossy(&page).contains("http"), "the page names no outside address");
+    for path in ["/lineage", &format!("/lineage/session?sid={sid}")] {
+        let (status, _) = actorchain_demo::apps::http(demo.sts_admin, "GET", "attacker.example", path, &[], vec![]).await.unwrap();
+        assert_eq!(status, 403, "{path} under another name");
+    }
 }

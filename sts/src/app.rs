@@ -187,8 +187,11 @@ fn lineage_data(answer: Result<String, String>) -> Response<Body> {
 }
 
 /// The admin listener (plain HTTP, for probes, scrapers and, when configured, the lineage page):
-/// health, readiness, metrics.
-pub fn health(sts: &Sts, path: &str, query: &str) -> Response<Body> {
+/// health, readiness, metrics. `host` is the request's `Host`.
+pub fn health(sts: &Sts, path: &str, query: &str, host: Option<&str>) -> Response<Body> {
+    if path.starts_with("/lineage") && sts.lineage_page() && !crate::lineage::host_allowed(host) {
+        return refused(&ExchangeError::new(OAuthCode::AccessDenied, "host_not_allowed", "open the lineage page by address, not by name"));
+    }
     match path {
         "/lineage" if sts.lineage_page() => page_file("text/html; charset=utf-8", crate::lineage::PAGE),
         "/lineage/app.js" if sts.lineage_page() => page_file("text/javascript; charset=utf-8", crate::lineage::SCRIPT),

@@ -20,6 +20,18 @@ pub const STYLE: &str = include_str!("lineage/app.css");
 /// What the page may load: itself, and its own script, style and data.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
+/// Whether a request's `Host` names the admin listener by address (an IP literal, or
+/// `localhost`). A page reached under any other name may be a DNS-rebinding attack: a web site
+/// whose name now points at this listener, reading the ledger from a browser on this machine.
+pub fn host_allowed(host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// Most sessions listed at once.
 const MAX_SESSIONS: usize = 200;
 /// The list is drawn from at most the ledger's newest this many records: bounded memory, however
@@ -100,6 +112,17 @@ impl Sts {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_an_address_reaches_the_page() {
+        for ok in ["127.0.0.1:8444", "localhost:8444", "10.0.0.5:8444", "[::1]:8444", "localhost"] {
+            assert!(host_allowed(Some(ok)), "{ok}");
+        }
+        for bad in ["attacker.example:8444", "attacker.example", "127.0.0.1.nip.io:8444", "[evil]:80", ""] {
+            assert!(!host_allowed(Some(bad)), "{bad}");
+        }
+        assert!(!host_allowed(None));
+    }
 
     #[test]
     fn sessions_are_summed_up_most_recent_first() {

@@ -59,7 +59,10 @@ pub async fn serve_admin(sts: Arc<Sts>, listener: TcpListener) {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let sts = sts.clone();
-                async move { Ok::<_, Infallible>(health(&sts, req.uri().path(), req.uri().query().unwrap_or(""))) }
+                async move {
+                    let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok());
+                    Ok::<_, Infallible>(health(&sts, req.uri().path(), req.uri().query().unwrap_or(""), host))
+                }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
         });

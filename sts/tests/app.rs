@@ -93,9 +93,9 @@ async fn every_endpoint_answers_in_process() {
     let missing = call(&sts, "GET", "/nowhere", json, "", &Peer::Anonymous).await;
     assert_eq!((missing.status, reason(&missing).as_str()), (404, "not_found"));
 
-    let ready = read(health(&sts, "/readyz", "")).await;
+    let ready = read(health(&sts, "/readyz", "", None)).await;
     assert_eq!(ready.status, 200);
-    assert!(read(health(&sts, "/metrics", "")).await.body.contains("actorchain_sts_decisions_total"));
+    assert!(read(health(&sts, "/metrics", "", None)).await.body.contains("actorchain_sts_decisions_total"));
 }
 
 #[test]
