@@ -33,6 +33,11 @@ pub enum ListHeader {
 impl ListHeader {
     pub const ALL: [ListHeader; 2] = [ListHeader::TraceState, ListHeader::Baggage];
 
+    /// Its place in `ALL` (and in arrays of values kept in that order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ListHeader::TraceState => "tracestate",

@@ -176,7 +176,16 @@ impl InboundFilter {
     /// Makes the accepted request findable by this workload's outbound side under a key minted
     /// here (never one the caller chose), handed to the app in `tracestate`, `baggage` and
     /// `x-request-id` as configured; the record says which, and is found only through those.
-    fn correlate<H: Host>(&mut self, host: &mut H, headers: &[(String, String)], who: &Verified, token: &str, now: u64) {
+    /// `lists`: the request's `tracestate` and `baggage` values, in `ListHeader::ALL` order.
+    fn correlate<H: Host>(
+        &mut self,
+        host: &mut H,
+        headers: &[(String, String)],
+        lists: &[Vec<&str>; 2],
+        who: &Verified,
+        token: &str,
+        now: u64,
+    ) {
         let corr = self.cfg.correlation;
         if !corr.record {
             return;
@@ -206,7 +215,7 @@ impl InboundFilter {
         for carrier in carriers {
             match *carrier {
                 Carrier::List(list) => {
-                    host.set_request_header(list.name(), Some(&correlation::list_with(list, &key, &values(headers, list.name()))));
+                    host.set_request_header(list.name(), Some(&correlation::list_with(list, &key, &lists[list.index()])));
                 }
                 Carrier::RequestId => host.set_request_header("x-request-id", Some(&key)),
             }
@@ -299,7 +308,7 @@ impl InboundFilter {
         for (name, value) in identity::headers(&who) {
             host.set_request_header(name, Some(&value));
         }
-        self.correlate(host, &headers, &who, token, now);
+        self.correlate(host, &headers, &lists, &who, token, now);
         // Observed and let through, it was counted and logged as what enforcement would do.
         if !observed {
             host.count("actorchain.inbound.accepted");
