@@ -32,9 +32,12 @@ fn bin(name: &str) -> Result<PathBuf, String> {
 }
 
 /// The server refuses to run as root: as root, it runs as the `postgres` system user.
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
 fn as_server_user(program: &Path) -> Command {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-    if root {
+    if running_as_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups"]).arg(program);
         c
@@ -117,8 +120,7 @@ impl DevPostgres {
 /// As root, the server's files belong to the server's user (PostgreSQL refuses a key file it does
 /// not own).
 fn chown_to_server_user(path: &Path) -> Result<(), String> {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-    if !root {
+    if !running_as_root() {
         return Ok(());
     }
     let out = Command::new("chown").arg("postgres:postgres").arg(path).output().map_err(|e| format!("chown: {e}"))?;
