@@ -559,13 +559,10 @@ impl OutboundFilter {
                     audience: Some(audience),
                     ..AuditLine::default()
                 };
-                line.emit(host);
+                line.decided(host, cfg.trace_tags);
                 if cfg.trace_tags {
-                    let tags =
-                        [("decision", "cache_hit"), ("reason", "granted"), ("sub", e.sub), ("chain", e.agents), ("audience", audience)];
-                    for (name, value) in tags {
-                        host.set_trace_tag(&format!("actorchain.{name}"), value);
-                    }
+                    // The entry keeps its chain as text: tagged as it is, not rebuilt for the line.
+                    host.set_trace_tag("actorchain.chain", e.agents);
                 }
                 host.set_request_header("authorization", Some(&format!("Bearer {}", e.token)));
                 return Action::Continue;
