@@ -11,7 +11,7 @@ DEV := $(WORK)/dev
 STS_BIN := target/release/actorchain-sts
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm compose-tool manifest-tool pg-tool browser-tool
+.PHONY: all build test bench lint fmt sts demo envoy wasm-target clean hardening-docs hardening fuzz fuzz-tool test-wasm native test-native compose-tool manifest-tool pg-tool browser-tool
 
 all: build
 
@@ -51,13 +51,27 @@ test-wasm: wasm-target
 	cp target/$(WASM_TARGET)/release/actorchain.wasm target/actorchain-fault-injection.wasm
 	cargo build --release --target $(WASM_TARGET) -p actorchain
 
+## The native Envoy filter (a dynamic module for Envoy $(ENVOY_VERSION)): target/native/libactorchain_envoy.so.
+native:
+	cargo build --profile native -p actorchain-envoy
+
+## It, and a build of it that panics on request, for the failure tests.
+test-native:
+	cargo build --profile native -p actorchain-envoy --features fault-injection
+	cp target/native/libactorchain_envoy.so target/actorchain-envoy-fault-injection.so
+	cargo build --profile native -p actorchain-envoy
+
 ## The whole suite: unit, property, integration against the real STS binary, real Envoy, fuzzing.
-test: envoy test-wasm compose-tool manifest-tool pg-tool browser-tool
+## Then the suites that run real Envoy again against the native build: one set of tests, two builds.
+NATIVE_SUITES := e2e attacks faults memory borrowing rollout audit_trail
+test: envoy test-wasm test-native compose-tool manifest-tool pg-tool browser-tool
 	cargo build -p actorchain-sts
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+		ACTORCHAIN_FILTER=wasm cargo nextest run --workspace --no-fail-fast && \
+		ACTORCHAIN_FILTER=native cargo nextest run -p actorchain $(NATIVE_SUITES:%=--test %) --no-fail-fast; \
 	else \
-		cargo test --workspace --no-fail-fast; \
+		ACTORCHAIN_FILTER=wasm cargo test --workspace --no-fail-fast && \
+		ACTORCHAIN_FILTER=native cargo test -p actorchain $(NATIVE_SUITES:%=--test %) --no-fail-fast; \
 	fi
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
@@ -87,7 +101,8 @@ hardening-docs: envoy test-wasm
 bench: envoy wasm-target
 	mkdir -p bench-results
 	cargo build --release -p actorchain-sts
-	cargo build --release --target $(WASM_TARGET) -p actorchain
+	cargo build --release --target $(WASM_TARGET) -p actorchain -p actorchain-bench-noop
+	cargo build --profile native -p actorchain-envoy
 	cargo bench -p actorchain-sts --bench token_ops
 	cargo bench -p actorchain-sts --bench sts_load
 	cargo bench -p actorchain --bench envoy_filter

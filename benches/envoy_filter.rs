@@ -1,14 +1,17 @@
-//! What the filter costs inside real Envoy. One Envoy (one worker) with a listener per scenario,
-//! all answering with a direct response, driven at a fixed rate over keep-alive connections:
-//!   (a) no filter                 (b) Envoy's jwt_authn, unique tokens   (b') jwt_authn with its JWT cache, one token
-//!   (c) actorchain inbound, unique tokens            (c') actorchain inbound, one token (verified-token cache)
-//!   (d) actorchain outbound, cache hit               (e) actorchain outbound, cache miss: a real exchange at the STS
+//! What the filter costs inside real Envoy, both builds side by side. One Envoy (one worker) with a
+//! listener per scenario, all answering with a direct response, driven over keep-alive connections:
+//!   (a) no filter     (a') a proxy-wasm filter that does nothing: the floor of any wasm filter
+//!   (b) Envoy's jwt_authn, unique tokens   (b') jwt_authn with its JWT cache, one token
+//!   (c) actorchain inbound, unique tokens  (c') actorchain inbound, one token (verified-token cache)
+//!   (d) actorchain outbound, cache hit     (e) actorchain outbound, cache miss: a real exchange at the STS
 //!   (f) a tools/call proxied to the toy MCP server through actorchain inbound, (g) the same with
 //!       MCP body inspection and the rule check: (g) - (f) is what reading the body costs
-//! Envoy CPU seconds per request (from /proc) is the stable figure on a noisy machine; latency
-//! percentiles are reported too. Results go to bench-results/envoy_filter.json.
+//! each of (c)-(g) for the wasm build and the native one (`n_...`). Envoy CPU seconds per request
+//! (from /proc) is the stable figure on a noisy machine; latency percentiles are reported too.
+//! Results, with the ratios the targets are stated in, go to bench-results/envoy_filter.json, and
+//! the README's table between its `bench:envoy_filter` markers is rewritten from them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -56,12 +59,36 @@ fn listener(name: &str, filters: Vec<Value>, action: Value) -> Value {
     })
 }
 
-fn wasm_filter(wasm: &PathBuf, root_id: &str, config: Value) -> Value {
+fn wasm_filter(wasm: &Path, root_id: &str, config: Value) -> Value {
     json!({"name": root_id, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": {
         "name": root_id, "root_id": root_id, "fail_open": false,
         "vm_config": {"vm_id": "actorchain", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}},
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config.to_string()}
     }}})
+}
+
+fn native_filter(so: &Path, name: &str, config: Value) -> Value {
+    json!({"name": name, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"module": {"local": {"filename": so}}},
+        "filter_name": "actorchain",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config.to_string()}
+    }})
+}
+
+/// The do-nothing proxy-wasm filter (`benches/noop`), in a VM of its own.
+fn noop_filter(wasm: &Path) -> Value {
+    json!({"name": "noop", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": {
+        "name": "noop", "root_id": "noop", "fail_open": false,
+        "vm_config": {"vm_id": "noop", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}}
+    }}})
+}
+
+/// The builds measured.
+struct Builds {
+    wasm: PathBuf,
+    native: PathBuf,
+    noop: PathBuf,
 }
 
 fn jwt_authn(cached: bool) -> Value {
@@ -79,7 +106,7 @@ fn jwt_authn(cached: bool) -> Value {
     }})
 }
 
-fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16, app_port: u16) -> Value {
+fn envoy_config(b: &Builds, devdir: &Path, sts_port: u16, app_port: u16) -> Value {
     // Plaintext listeners, as for jwt_authn: no peer certificate to bind tokens to, so binding is off.
     let inbound = json!({"mode": "inbound", "issuer": dev::STS_ISSUER, "audience": "mcp-gateway", "sts": {"cluster": "sts"}, "sender_binding": "off"});
     let outbound = json!({"mode": "outbound", "agent": "investigation-agent", "sts": {"cluster": "sts", "timeout_ms": 2000}, "destinations": {"mcp": "mcp-gateway"}});
@@ -92,12 +119,17 @@ fn envoy_config(paths: &Paths, devdir: &std::path::Path, sts_port: u16, app_port
         "static_resources": {
             "listeners": [
                 direct_listener("none", vec![]),
+                direct_listener("noop", vec![noop_filter(&b.noop)]),
                 direct_listener("jwt_authn", vec![jwt_authn(false)]),
                 direct_listener("jwt_authn_cached", vec![jwt_authn(true)]),
-                direct_listener("actorchain_inbound", vec![wasm_filter(&paths.wasm, "actorchain_inbound", inbound.clone())]),
-                direct_listener("actorchain_outbound", vec![wasm_filter(&paths.wasm, "actorchain_outbound", outbound)]),
-                proxied_listener("inbound_proxied", vec![wasm_filter(&paths.wasm, "inbound_proxied", inbound)]),
-                proxied_listener("mcp_proxied", vec![wasm_filter(&paths.wasm, "mcp_proxied", mcp)]),
+                direct_listener("actorchain_inbound", vec![wasm_filter(&b.wasm, "actorchain_inbound", inbound.clone())]),
+                direct_listener("actorchain_outbound", vec![wasm_filter(&b.wasm, "actorchain_outbound", outbound.clone())]),
+                proxied_listener("inbound_proxied", vec![wasm_filter(&b.wasm, "inbound_proxied", inbound.clone())]),
+                proxied_listener("mcp_proxied", vec![wasm_filter(&b.wasm, "mcp_proxied", mcp.clone())]),
+                direct_listener("n_inbound", vec![native_filter(&b.native, "n_inbound", inbound.clone())]),
+                direct_listener("n_outbound", vec![native_filter(&b.native, "n_outbound", outbound)]),
+                proxied_listener("n_inbound_proxied", vec![native_filter(&b.native, "n_inbound_proxied", inbound)]),
+                proxied_listener("n_mcp_proxied", vec![native_filter(&b.native, "n_mcp_proxied", mcp)]),
             ],
             "clusters": [{
                 "name": "mcp_app", "type": "STATIC", "connect_timeout": "1s",
@@ -267,11 +299,101 @@ fn token(key: &PrivateKey, kid: &str, aud: &str, agent_chain: &[(&str, &str)], j
     sign_compact(&c, key, kid, Some(TYP_ACCESS_TOKEN))
 }
 
+/// The targets of the native build and of the wasm build's fast paths, as ratios and differences
+/// of what each scenario adds over (a); `(name, value, target, met)`.
+fn targets(added: impl Fn(&str) -> f64) -> Vec<(&'static str, f64, &'static str, bool)> {
+    let floor = added("a_wasm_floor_noop_filter");
+    let t = |name, value: f64, target: &'static str, limit: f64| (name, value, target, value <= limit);
+    vec![
+        t(
+            "native inbound unique tokens / jwt_authn unique tokens",
+            added("n_c_inbound_unique_tokens") / added("b_jwt_authn_unique_tokens"),
+            "<= 0.6",
+            0.6,
+        ),
+        t(
+            "native inbound one token - jwt_authn cached (µs)",
+            added("n_c_inbound_one_token") - added("b_jwt_authn_cached_one_token"),
+            "<= 5",
+            5.0,
+        ),
+        t("native outbound cache hit (µs)", added("n_d_outbound_cache_hit"), "<= 10", 10.0),
+        t(
+            "native MCP body inspection (g) - (f) (µs)",
+            added("n_g_tools_call_proxied_with_mcp_inspection") - added("n_f_tools_call_proxied_without_inspection"),
+            "<= 10",
+            10.0,
+        ),
+        t("wasm inbound one token - wasm floor (µs)", added("c_actorchain_inbound_one_token") - floor, "<= 15", 15.0),
+        t("wasm outbound cache hit - wasm floor (µs)", added("d_actorchain_outbound_cache_hit") - floor, "<= 5", 5.0),
+    ]
+}
+
+/// The README's table, between `<!-- bench:envoy_filter begin -->` and `<!-- bench:envoy_filter end -->`.
+fn readme_table(results: &serde_json::Map<String, Value>, targets: &[(&str, f64, &str, bool)]) -> String {
+    let row = |name: &str, what: &str| {
+        let r = &results[name];
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        format!(
+            "| {what} | {:.0} | {:.0} | {:.0} / {:.0} |\n",
+            f("envoy_cpu_us_per_request"),
+            f("added_cpu_us_per_request"),
+            f("p50_us"),
+            f("p99_us")
+        )
+    };
+    let mut t = String::from("| scenario | Envoy CPU µs/request | added vs (a) | p50 / p99 µs at 400 req/s |\n|---|---|---|---|\n");
+    for (name, what) in SCENARIO_NAMES {
+        t.push_str(&row(name, what));
+    }
+    t.push_str("\n| target | this run | target | met |\n|---|---|---|---|\n");
+    for (name, value, target, met) in targets {
+        t.push_str(&format!("| {name} | {value:.2} | {target} | {} |\n", if *met { "yes" } else { "**no**" }));
+    }
+    t
+}
+
+const SCENARIO_NAMES: &[(&str, &str)] = &[
+    ("a_no_filter", "(a) no filter"),
+    ("a_wasm_floor_noop_filter", "(a') a proxy-wasm filter that does nothing (the wasm floor)"),
+    ("b_jwt_authn_unique_tokens", "(b) Envoy's jwt_authn, EdDSA, every token new"),
+    ("b_jwt_authn_cached_one_token", "(b') jwt_authn with its JWT cache, one token"),
+    ("c_actorchain_inbound_unique_tokens", "(c) wasm inbound, every token new"),
+    ("n_c_inbound_unique_tokens", "(c) **native** inbound, every token new"),
+    ("c_actorchain_inbound_one_token", "(c') wasm inbound, one token (verified-token cache)"),
+    ("n_c_inbound_one_token", "(c') **native** inbound, one token"),
+    ("d_actorchain_outbound_cache_hit", "(d) wasm outbound, exchange cache hit"),
+    ("n_d_outbound_cache_hit", "(d) **native** outbound, exchange cache hit"),
+    ("e_actorchain_outbound_cache_miss", "(e) wasm outbound, cache miss: exchange at the STS"),
+    ("n_e_outbound_cache_miss", "(e) **native** outbound, cache miss"),
+    ("f_inbound_tools_call_proxied_without_inspection", "(f) wasm: MCP tools/call proxied, no body inspection"),
+    ("n_f_tools_call_proxied_without_inspection", "(f) **native**: the same"),
+    ("g_inbound_tools_call_proxied_with_mcp_inspection", "(g) wasm: with MCP body inspection and the rule check"),
+    ("n_g_tools_call_proxied_with_mcp_inspection", "(g) **native**: the same"),
+];
+
+fn rewrite_readme(readme: &Path, table: &str) -> Result<(), String> {
+    const BEGIN: &str = "<!-- bench:envoy_filter begin -->\n";
+    const END: &str = "<!-- bench:envoy_filter end -->";
+    let text = std::fs::read_to_string(readme).map_err(|e| e.to_string())?;
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else { return Err("README has no bench:envoy_filter markers".into()) };
+    std::fs::write(readme, format!("{}{BEGIN}{table}{}", &text[..b], &text[e..])).map_err(|e| e.to_string())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = std::env::temp_dir().join(format!("actorchain-bench-{}", std::process::id()));
     let paths = Paths::workspace(&root, "release", work.clone());
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let builds = Builds {
+        wasm: target.join("wasm32-wasip1/release/actorchain.wasm"),
+        native: target.join("native/libactorchain_envoy.so"),
+        noop: target.join("wasm32-wasip1/release/actorchain_bench_noop.wasm"),
+    };
+    for p in [&builds.wasm, &builds.native, &builds.noop] {
+        assert!(p.exists(), "{} (make bench builds it)", p.display());
+    }
     let devdir = work.join("dev");
     dev::init(&devdir, false).unwrap();
     let (sts, sts_addr, _) = start_sts(&paths, &devdir.join("sts.toml"), &work.join("sts.log"), "127.0.0.1:0".parse().unwrap())
@@ -283,14 +405,23 @@ async fn main() {
     let app_port = app.local_addr().unwrap().port();
     tokio::spawn(actorchain_demo::apps::serve(app, "mcp".into(), None, true));
     let cfg = work.join("envoy.json");
-    std::fs::write(&cfg, envoy_config(&paths, &devdir, sts_addr.port(), app_port).to_string()).unwrap();
-    let listeners =
-        ["none", "jwt_authn", "jwt_authn_cached", "actorchain_inbound", "actorchain_outbound", "inbound_proxied", "mcp_proxied"];
+    std::fs::write(&cfg, envoy_config(&builds, &devdir, sts_addr.port(), app_port).to_string()).unwrap();
+    let listeners = [
+        "none",
+        "noop",
+        "jwt_authn",
+        "jwt_authn_cached",
+        "actorchain_inbound",
+        "actorchain_outbound",
+        "inbound_proxied",
+        "mcp_proxied",
+        "n_inbound",
+        "n_outbound",
+        "n_inbound_proxied",
+        "n_mcp_proxied",
+    ];
     let envoy = Envoy::start(&paths.envoy, &cfg, "error", &work.join("envoy.log"), &listeners).await.expect("Envoy starts");
     let (pid, ports) = (envoy.pid(), envoy.ports.clone());
-    while envoy.stat("jwks.fetch_ok").await == 0 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let ring = KeyRing::load(&devdir.join("state/signing-keys.json")).unwrap().unwrap();
     let now = actorchain_sts::server::unix_now();
@@ -302,7 +433,17 @@ async fn main() {
     let subjects: Vec<String> = (0..n).map(|i| token(key, kid, "investigation-agent", &[("oncall-agent", "oncall")], n + i, now)).collect();
     let one_subject = [subjects[0].clone()];
 
-    // Unique-token scenarios use fresh tokens in each phase, so none is ever seen twice.
+    // Every inbound listener judges tokens (its keys are fetched) before anything is measured.
+    let ready = Instant::now() + Duration::from_secs(60);
+    for l in ["actorchain_inbound", "n_inbound"] {
+        while drive(ports[l], "app", &one, None, 1, None).await.1 > 0 {
+            assert!(Instant::now() < ready, "{l} never accepted a valid token");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Unique-token scenarios use fresh tokens in each phase, so none is ever seen twice by one
+    // listener (each build keeps its own caches).
     let (u_sat, u_paced) = unique.split_at(SATURATION_REQUESTS);
     let (s_sat, s_paced) = subjects.split_at(SATURATION_REQUESTS);
     let none: Vec<String> = Vec::new();
@@ -310,6 +451,7 @@ async fn main() {
     let call = Some(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create_pr","arguments":{"repo":"r","title":"t"}}}"#);
     for (name, listener, authority, saturate, paced, body) in [
         ("a_no_filter", "none", "app", &none[..], &none[..], None),
+        ("a_wasm_floor_noop_filter", "noop", "app", &none[..], &none[..], None),
         ("b_jwt_authn_unique_tokens", "jwt_authn", "app", u_sat, u_paced, None),
         ("b_jwt_authn_cached_one_token", "jwt_authn_cached", "app", &one[..], &one[..], None),
         ("c_actorchain_inbound_unique_tokens", "actorchain_inbound", "app", u_sat, u_paced, None),
@@ -318,9 +460,15 @@ async fn main() {
         ("e_actorchain_outbound_cache_miss", "actorchain_outbound", "mcp", s_sat, s_paced, None),
         ("f_inbound_tools_call_proxied_without_inspection", "inbound_proxied", "app", &one[..], &one[..], call),
         ("g_inbound_tools_call_proxied_with_mcp_inspection", "mcp_proxied", "app", &one[..], &one[..], call),
+        ("n_c_inbound_unique_tokens", "n_inbound", "app", u_sat, u_paced, None),
+        ("n_c_inbound_one_token", "n_inbound", "app", &one[..], &one[..], None),
+        ("n_d_outbound_cache_hit", "n_outbound", "mcp", &one_subject[..], &one_subject[..], None),
+        ("n_e_outbound_cache_miss", "n_outbound", "mcp", s_sat, s_paced, None),
+        ("n_f_tools_call_proxied_without_inspection", "n_inbound_proxied", "app", &one[..], &one[..], call),
+        ("n_g_tools_call_proxied_with_mcp_inspection", "n_mcp_proxied", "app", &one[..], &one[..], call),
     ] {
         let r = scenario(pid, ports[listener], authority, saturate, paced, body).await;
-        println!("{name:<40} {r}");
+        println!("{name:<50} {r}");
         results.insert(name.into(), r);
     }
     let base = results["a_no_filter"]["envoy_cpu_us_per_request"].as_f64().unwrap_or(0.0);
@@ -328,6 +476,13 @@ async fn main() {
         let added = v["envoy_cpu_us_per_request"].as_f64().unwrap_or(0.0) - base;
         v["added_cpu_us_per_request"] = json!(added);
     }
+    let added = |name: &str| results[name]["added_cpu_us_per_request"].as_f64().unwrap_or(f64::NAN);
+    let targets = targets(added);
+    for (name, value, target, met) in &targets {
+        println!("target {name:<55} {value:>8.2} {target:<7} {}", if *met { "met" } else { "MISSED" });
+    }
+    let table = readme_table(&results, &targets);
+    let targets: Vec<Value> = targets.iter().map(|(n, v, t, m)| json!({"target": n, "value": v, "limit": t, "met": m})).collect();
     drop(sts);
     drop(envoy);
     let _ = std::fs::remove_dir_all(&work);
@@ -336,8 +491,9 @@ async fn main() {
         json!({
             "cpu": format!("Envoy CPU per request over {SATURATION_REQUESTS} requests at saturation"),
             "latency": format!("{RATE} requests/s for {SECONDS} s"),
-            "connections": CONNECTIONS, "envoy": "1.40, one worker", "scenarios": results
+            "connections": CONNECTIONS, "envoy": "1.40, one worker", "scenarios": results, "targets": targets
         }),
     )
     .expect("bench-results is writable");
+    rewrite_readme(&root.join("README.md"), &table).expect("README.md has the table's markers");
 }

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod host;
 pub mod identity;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod reply;

@@ -134,13 +134,39 @@ impl Root {
         }
     }
 
-    fn tick_revocations<H: Host>(&mut self, host: &mut H, now: u64) {
+    /// Takes up the keys and revocations another worker published in shared data (natively: the
+    /// one root that fetches for every worker), if they are newer than what this one holds.
+    pub fn adopt_shared<H: Host>(&mut self, host: &H, now: u64) {
+        self.adopt_revocations(host, now);
+        if self.jwks_schedule.is_some() {
+            self.adopt_jwks(host);
+        }
+    }
+
+    fn adopt_revocations<H: Host>(&mut self, host: &H, now: u64) {
         if let (Some(data), cas) = host.shared_get(revocation_feed::SHARED_KEY) {
             let mut r = self.revoked.borrow_mut();
             if cas.is_some() && cas != r.adopted_cas && r.adopt(&data, now) {
                 r.adopted_cas = cas;
             }
         }
+    }
+
+    fn adopt_jwks<H: Host>(&mut self, host: &H) {
+        if let (Some(data), cas) = host.shared_get(JWKS_KEY) {
+            let mut jwks = self.jwks.borrow_mut();
+            if cas.is_some() && cas != jwks.adopted_cas {
+                if let Some((fetched_at, doc)) = cache::unstamp(&data) {
+                    if jwks.adopt(doc.as_bytes(), fetched_at).is_ok() {
+                        jwks.adopted_cas = cas;
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick_revocations<H: Host>(&mut self, host: &mut H, now: u64) {
+        self.adopt_revocations(host, now);
         let now_ms = host.now_ms();
         let path = {
             let mut r = self.revoked.borrow_mut();
@@ -180,17 +206,7 @@ impl Root {
     }
 
     fn tick_jwks<H: Host>(&mut self, host: &mut H, now: u64, schedule: JwksSchedule) {
-        // Takes up a JWKS another worker fetched, if there is a newer one.
-        if let (Some(data), cas) = host.shared_get(JWKS_KEY) {
-            let mut jwks = self.jwks.borrow_mut();
-            if cas.is_some() && cas != jwks.adopted_cas {
-                if let Some((fetched_at, doc)) = cache::unstamp(&data) {
-                    if jwks.adopt(doc.as_bytes(), fetched_at).is_ok() {
-                        jwks.adopted_cas = cas;
-                    }
-                }
-            }
-        }
+        self.adopt_jwks(host);
         let (fetched_at, due) = {
             let j = self.jwks.borrow();
             (j.fetched_at, j.should_fetch(now, schedule.refresh.as_secs(), schedule.min_refetch.as_secs()))

@@ -84,7 +84,7 @@ fn rendered_sidecars_pass_envoys_validation_with_files_and_with_spire() {
     actorchain_sts::dev::init(&dev, false).unwrap();
     let spire = CertSource::SpireAgent(PathBuf::from("/run/spire/sockets/agent.sock"));
     for (kind, certs) in [("files", CertSource::Files), ("spire", spire)] {
-        let files = render_pod_sidecars(&dev, &paths.template, &paths.wasm, "sts:8443", &certs, &dir.path().join(kind)).unwrap();
+        let files = render_pod_sidecars(&dev, &paths.template, &paths.filter, "sts:8443", &certs, &dir.path().join(kind)).unwrap();
         assert_eq!(files.len(), CHAIN.len());
         for f in files {
             let out = Command::new(&paths.envoy).args(["--mode", "validate"]).args(envoy_args(&f)).output().unwrap();

@@ -144,7 +144,7 @@ fn envoy_refuses_an_invalid_plugin_configuration() {
     let paths = Paths::workspace(&root, "debug", work.path.clone());
     let plugin =
         r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":0}}"#;
-    let config = lone_filter_config(&paths.wasm, plugin, "FAIL_CLOSED", 0);
+    let config = lone_filter_config(&paths.filter, plugin, "FAIL_CLOSED", 0);
     let cfg = work.path.join("bad.yaml");
     std::fs::write(&cfg, config).unwrap();
     let out = std::process::Command::new(&paths.envoy)

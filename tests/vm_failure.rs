@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use actorchain_demo::apps;
 use actorchain_demo::envoy::Envoy;
 use actorchain_demo::hostile::{self, Row};
-use actorchain_demo::topology::{lone_filter_config, Paths};
+use actorchain_demo::topology::{lone_filter_config, FilterBuild, Paths};
 
 /// One listener with the inbound filter in front of a direct 200, under `policy`; the Envoy and
 /// the port its listener took.
-async fn start(paths: &Paths, wasm: &std::path::Path, policy: &str, dir: &std::path::Path) -> (Envoy, u16) {
+async fn start(paths: &Paths, filter: &FilterBuild, policy: &str, dir: &std::path::Path) -> (Envoy, u16) {
     let plugin =
         r#"{"mode":"inbound","issuer":"https://sts.actorchain.dev","audience":"mcp-gateway","sts":{"cluster":"sts","timeout_ms":500}}"#;
     let cfg = dir.join(format!("{policy}.yaml"));
-    std::fs::write(&cfg, lone_filter_config(wasm, plugin, policy, 0)).unwrap();
+    std::fs::write(&cfg, lone_filter_config(filter, plugin, policy, 0)).unwrap();
     let envoy = Envoy::start(&paths.envoy, &cfg, "warning", &dir.join(format!("{policy}.log")), &["app"]).await.unwrap();
     let port = envoy.ports["app"];
     (envoy, port)
@@ -50,8 +50,8 @@ async fn a_crashed_vm_fails_closed_or_reloads_and_never_fails_open() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
     let paths = Paths::workspace(&root, "debug", work.path().to_path_buf());
-    let wasm = paths.wasm.with_file_name("../../actorchain-fault-injection.wasm");
-    let wasm = wasm.canonicalize().unwrap_or_else(|_| panic!("{} (make test builds it)", wasm.display()));
+    let wasm = root.join("target/actorchain-fault-injection.wasm");
+    let wasm = FilterBuild::Wasm(wasm.canonicalize().unwrap_or_else(|_| panic!("{} (make test builds it)", wasm.display())));
     let mut rows = Vec::new();
     for (policy, after) in [("FAIL_CLOSED", "503"), ("FAIL_RELOAD", "401")] {
         let (_envoy, port) = start(&paths, &wasm, policy, work.path()).await;
@@ -83,4 +83,25 @@ async fn a_crashed_vm_fails_closed_or_reloads_and_never_fails_open() {
         &rows,
     );
     hostile::check_doc(&root.join("docs/hardening-vm-failure.md"), &doc).unwrap();
+}
+
+/// The native build has no VM to lose: a panic is caught where Envoy called in, refuses that one
+/// request (503), and Envoy and every other request go on. Needs `make test-native`'s build that
+/// panics on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_panic_fails_that_request_closed_and_envoy_lives_on() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let paths = Paths::workspace(&root, "debug", work.path().to_path_buf());
+    let so = root.join("target/actorchain-envoy-fault-injection.so");
+    let so = FilterBuild::Native(so.canonicalize().unwrap_or_else(|_| panic!("{} (make test-native builds it)", so.display())));
+    let (envoy, port) = start(&paths, &so, "native", work.path()).await;
+    assert_eq!(until(port, "401", Duration::from_secs(20)).await, "401", "the filter judges requests");
+    for _ in 0..3 {
+        assert_eq!(ask(port, true).await, "503", "a panicking request is refused");
+        assert_eq!(ask(port, false).await, "401", "the next request is judged as ever");
+    }
+    assert!(envoy.running(), "Envoy survives the filter's panics");
+    let log = std::fs::read_to_string(work.path().join("native.log")).unwrap();
+    assert!(log.contains(r#""kind":"panic""#), "the panic is in Envoy's log: {log}");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use actorchain_demo::apps::{self, Next};
 use actorchain_demo::scenario::{self, chain, claims};
-use actorchain_demo::topology::{render_pod_sidecars, CertSource, Demo, Paths, CHAIN};
+use actorchain_demo::topology::{render_pod_sidecars, CertSource, Demo, FilterBuild, Paths, CHAIN};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
@@ -220,7 +220,7 @@ async fn main() {
         }
         Some(Cmd::RenderSidecars { dev, template, wasm, sts, out, spire_agent_socket }) => {
             let certs = spire_agent_socket.map_or(CertSource::Files, CertSource::SpireAgent);
-            render_pod_sidecars(&dev, &template, &wasm, &sts, &certs, &out).map(|files| {
+            render_pod_sidecars(&dev, &template, &FilterBuild::Wasm(wasm), &sts, &certs, &out).map(|files| {
                 for f in files {
                     println!("{}", f.display());
                 }

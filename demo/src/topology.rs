@@ -20,36 +20,81 @@ use crate::apps::{self, Next};
 pub use crate::envoy::envoy_args;
 use crate::envoy::Envoy;
 
+/// Which build of the filter the sidecars load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterBuild {
+    /// The proxy-wasm module (the default, and what Istio's WasmPlugin loads).
+    Wasm(PathBuf),
+    /// The native Envoy dynamic module.
+    Native(PathBuf),
+}
+
+impl FilterBuild {
+    /// `ACTORCHAIN_FILTER` (`wasm`, the default, or `native`), built under `target`.
+    pub fn from_env(target: &Path) -> Result<FilterBuild, String> {
+        match std::env::var("ACTORCHAIN_FILTER").as_deref() {
+            Err(_) | Ok("") | Ok("wasm") => Ok(FilterBuild::Wasm(target.join("wasm32-wasip1/release/actorchain.wasm"))),
+            Ok("native") => Ok(FilterBuild::Native(target.join("native/libactorchain_envoy.so"))),
+            Ok(other) => Err(format!("ACTORCHAIN_FILTER={other}: expected wasm or native")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            FilterBuild::Wasm(p) | FilterBuild::Native(p) => p,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            FilterBuild::Wasm(_) => "wasm",
+            FilterBuild::Native(_) => "native",
+        }
+    }
+
+    fn how_to_build(&self) -> &'static str {
+        match self {
+            FilterBuild::Wasm(_) => "cargo build --release --target wasm32-wasip1 -p actorchain",
+            FilterBuild::Native(_) => "make native",
+        }
+    }
+}
+
 /// Where the built pieces are.
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub sts_bin: PathBuf,
     pub envoy: PathBuf,
-    pub wasm: PathBuf,
+    /// The filter the sidecars load (`ACTORCHAIN_FILTER`).
+    pub filter: FilterBuild,
     pub template: PathBuf,
     pub work: PathBuf,
 }
 
 impl Paths {
     /// The workspace's own build outputs: the STS from `target/<profile>`, the filter from
-    /// `target/wasm32-wasip1/release`, Envoy from `.venv` (or `ENVOY_BIN`).
+    /// `target/wasm32-wasip1/release` (or `target/native` with `ACTORCHAIN_FILTER=native`), Envoy
+    /// from `.venv` (or `ENVOY_BIN`).
     pub fn workspace(root: &Path, profile: &str, work: PathBuf) -> Paths {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         let envoy = std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/envoy"));
         Paths {
             sts_bin: target.join(profile).join("actorchain-sts"),
             envoy,
-            wasm: target.join("wasm32-wasip1/release/actorchain.wasm"),
+            // An unknown choice is refused by `check`, before anything starts.
+            filter: FilterBuild::from_env(&target).unwrap_or(FilterBuild::Wasm(target.join("wasm32-wasip1/release/actorchain.wasm"))),
             template: root.join("envoy/sidecar.yaml"),
             work,
         }
     }
 
     fn check(&self) -> Result<(), String> {
+        // A run must never test the other build than the one asked for.
+        FilterBuild::from_env(Path::new(""))?;
         for (what, p, how) in [
-            ("STS binary", &self.sts_bin, "cargo build -p actorchain-sts"),
+            ("STS binary", self.sts_bin.as_path(), "cargo build -p actorchain-sts"),
             ("Envoy", &self.envoy, "make envoy"),
-            ("filter", &self.wasm, "cargo build --release --target wasm32-wasip1 -p actorchain"),
+            ("filter", self.filter.path(), self.filter.how_to_build()),
             ("sidecar template", &self.template, "a checkout with envoy/"),
         ] {
             if !p.exists() {
@@ -163,10 +208,28 @@ impl Drop for Demo {
 }
 
 /// A bootstrap with one plain-HTTP listener `app` on `port` (0: any; the admin API, on a port of
-/// its own, tells which): the actorchain filter configured
-/// with `plugin` under Envoy's `failure_policy`, in front of a route that answers 200 `app`. The
-/// STS cluster points at a closed port.
-pub fn lone_filter_config(wasm: &Path, plugin: &str, failure_policy: &str, port: u16) -> String {
+/// its own, tells which): the actorchain filter configured with `plugin` (the wasm build under
+/// Envoy's `failure_policy`; the native build has none: it fails each request closed itself), in
+/// front of a route that answers 200 `app`. The STS cluster points at a closed port.
+pub fn lone_filter_config(filter: &FilterBuild, plugin: &str, failure_policy: &str, port: u16) -> String {
+    let path = filter.path().display();
+    let typed_config = match filter {
+        FilterBuild::Wasm(_) => format!(
+            r#"
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                failure_policy: {failure_policy}
+                vm_config: {{runtime: envoy.wasm.runtime.v8, code: {{local: {{filename: "{path}"}}}}}}
+                configuration: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: '{plugin}'}}"#
+        ),
+        FilterBuild::Native(_) => format!(
+            r#"
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{module: {{local: {{filename: "{path}"}}}}}}
+              filter_name: actorchain
+              filter_config: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: '{plugin}'}}"#
+        ),
+    };
     format!(
         r#"
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
@@ -183,20 +246,14 @@ static_resources:
           route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200, body: {{inline_string: "app"}}}}}}]}}]}}
           http_filters:
           - name: actorchain
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                failure_policy: {failure_policy}
-                vm_config: {{runtime: envoy.wasm.runtime.v8, code: {{local: {{filename: "{wasm}"}}}}}}
-                configuration: {{"@type": type.googleapis.com/google.protobuf.StringValue, value: '{plugin}'}}
+            typed_config:{typed_config}
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
   clusters:
   - name: sts
     connect_timeout: 0.2s
     load_assignment: {{cluster_name: sts, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}}}]}}]}}
-"#,
-        wasm = wasm.display()
+"#
     )
 }
 
@@ -232,7 +289,7 @@ impl Endpoint {
 pub struct SidecarSpec {
     /// The dev trust domain: SVIDs, bundle, the IdP's keys.
     pub dev: PathBuf,
-    pub wasm: PathBuf,
+    pub filter: FilterBuild,
     pub workload: &'static str,
     pub identity: &'static str,
     /// Where the mTLS ingress listens.
@@ -424,7 +481,7 @@ pub const POD_APP_PORT: u16 = 8080;
 pub fn render_pod_sidecars(
     dev: &Path,
     template: &Path,
-    wasm: &Path,
+    filter: &FilterBuild,
     sts: &str,
     certs: &CertSource,
     out: &Path,
@@ -436,7 +493,7 @@ pub fn render_pod_sidecars(
     for (i, (name, identity)) in CHAIN.iter().enumerate() {
         let spec = SidecarSpec {
             dev: dev.to_path_buf(),
-            wasm: wasm.to_path_buf(),
+            filter: filter.clone(),
             workload: name,
             identity,
             ingress: Endpoint::ip("0.0.0.0", POD_INGRESS_PORT),
@@ -480,9 +537,11 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
     let yaml_str = |v: &Value| v.to_string().replace('\'', "''");
     let template = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
     let template = weaken_ingress(template, spec.tuning.ingress)?;
+    // The template carries both builds of the filter; the other one goes.
+    let template = without(&template, if spec.filter.name() == "wasm" { "native" } else { "wasm" });
     let (template, otlp) = match spec.tuning.otlp {
         Some(at) => (template, at),
-        None => (without_tracing(&template), ANY_PORT),
+        None => (without(&template, "tracing"), ANY_PORT),
     };
     Ok(template
         .replace("${OTLP_ADDRESS}", &otlp.to_string())
@@ -498,23 +557,25 @@ pub fn render_sidecar(template: &Path, spec: &SidecarSpec) -> Result<String, Str
         .replace("${STS_ENDPOINTS}", &sts_endpoints.to_string())
         .replace("${INGRESS_TLS}", &tls(None).to_string())
         .replace("${STS_TLS}", &tls(Some(dev::STS_SPIFFE_ID)).to_string())
-        .replace("${WASM}", &spec.wasm.display().to_string())
+        .replace("${FILTER}", &spec.filter.path().display().to_string())
         .replace("${INBOUND_CONFIG}", &yaml_str(&inbound_plugin(spec)))
         .replace("${OUTBOUND_CONFIG}", &yaml_str(&outbound_plugin(spec)))
         .replace("${EGRESS_VIRTUAL_HOSTS}\n", &vhosts)
         .replace("${PEER_CLUSTERS}\n", &clusters))
 }
 
-/// The template without its tracing blocks (from a `# tracing: begin` line through the next
-/// `# tracing: end` line), for sidecars with no collector to send spans to.
-fn without_tracing(template: &str) -> String {
+/// The template without its `block`s (from a `# <block>: begin` line through the next
+/// `# <block>: end` line): tracing for sidecars with no collector to send spans to, and the build
+/// of the filter not chosen (the markers of blocks kept stay, as comments).
+fn without(template: &str, block: &str) -> String {
+    let (begin, end) = (format!("# {block}: begin"), format!("# {block}: end"));
     let mut out = String::with_capacity(template.len());
     let mut skipping = false;
     for line in template.lines() {
         let marker = line.trim_start();
-        if marker.starts_with("# tracing: begin") {
+        if marker.starts_with(&begin) {
             skipping = true;
-        } else if marker.starts_with("# tracing: end") {
+        } else if marker.starts_with(&end) {
             skipping = false;
         } else if !skipping {
             out.push_str(line);
@@ -683,7 +744,7 @@ impl Demo {
         let next = self.workloads.get(i + 1).cloned();
         let spec = SidecarSpec {
             dev: self.dev.clone(),
-            wasm: self.paths.wasm.clone(),
+            filter: self.paths.filter.clone(),
             workload: w.name,
             identity: w.identity,
             ingress: Endpoint::ip("127.0.0.1", 0),
@@ -961,7 +1022,13 @@ impl Demo {
             workloads.push(Workload { name, identity, app: inside, ingress: at, egress: find(egress, name).unwrap_or(inside) });
         }
         let none = PathBuf::new();
-        let paths = Paths { sts_bin: none.clone(), envoy: none.clone(), wasm: none.clone(), template: none, work: dev.clone() };
+        let paths = Paths {
+            sts_bin: none.clone(),
+            envoy: none.clone(),
+            filter: FilterBuild::Wasm(none.clone()),
+            template: none,
+            work: dev.clone(),
+        };
         Ok(Demo {
             dev,
             sts,

@@ -166,6 +166,7 @@ impl Host for Fake {
         self.tags.insert(name.to_string(), value.to_string());
     }
     fn count_by(&mut self, metric: &str, n: u64) {
+        assert!(actorchain::metrics::declared(metric), "metric {metric} is not in actorchain::metrics");
         for _ in 0..n {
             self.counts.push(metric.to_string());
         }
@@ -177,6 +178,7 @@ impl Host for Fake {
         self.reports.borrow_mut().push(line.to_string());
     }
     fn gauge(&mut self, metric: &str, value: u64) {
+        assert!(actorchain::metrics::GAUGES.contains(&metric), "gauge {metric} is not in actorchain::metrics");
         self.gauges.insert(metric.to_string(), value);
     }
 }
