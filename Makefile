@@ -123,6 +123,7 @@ fmt:
 demo: envoy wasm-target
 	cargo build --release -p actorchain-sts -p actorchain-demo
 	cargo build --release --target $(WASM_TARGET) -p actorchain
+	@if [ "$$ACTORCHAIN_FILTER" = native ]; then $(MAKE) --no-print-directory native; fi
 	target/release/actorchain-demo
 
 ## Run the STS alone on the dev trust domain, in the foreground.

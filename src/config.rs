@@ -118,6 +118,10 @@ pub struct InboundConfig {
     /// Each decision is written where Envoy's tracing reads custom tags (filter state
     /// `wasm.actorchain.*`); off, not even that is spent per request.
     pub trace_tags: bool,
+    /// ES256 signatures of the STS's tokens are checked by Envoy's own crypto where the host
+    /// offers it (the wasm build: Envoy's `verify_signature` foreign function), which is faster
+    /// than checking them inside the VM; off, or where the host has none, the filter checks them.
+    pub host_signature_verification: bool,
 }
 
 /// A request that needs no token: health checks, metrics, an A2A agent card.
@@ -345,6 +349,8 @@ struct RawInbound {
     exempt: Vec<RawExempt>,
     #[serde(default)]
     trace_tags: bool,
+    #[serde(default = "default_true")]
+    host_signature_verification: bool,
 }
 
 #[derive(Deserialize)]
@@ -583,6 +589,7 @@ fn inbound(r: RawInbound) -> Result<InboundConfig, ConfigError> {
         enforce: r.enforce,
         exempt: exempt(r.exempt)?,
         trace_tags: r.trace_tags,
+        host_signature_verification: r.host_signature_verification,
         sender_binding,
         correlation: Correlation { record: correlation.record, x_request_id: correlation.x_request_id, baggage: correlation.baggage },
     })

@@ -2,8 +2,10 @@
 //! native tests.
 
 use std::cell::RefCell;
+use std::fmt::Write;
 use std::rc::Rc;
 
+use actorchain_token::InModule;
 use serde::Serialize;
 
 use crate::bearer::bearer;
@@ -11,6 +13,7 @@ use crate::cache;
 use crate::config::{InboundConfig, OutboundConfig, SenderBinding};
 use crate::correlation::{self, Carrier, ListHeader, Minter};
 use crate::host::Host;
+use crate::host_crypto::HostCheck;
 use crate::identity::{self, Verified};
 use crate::inbound::{authenticate, authorize, check_sender, Outcome};
 use crate::outbound;
@@ -91,18 +94,45 @@ struct Stamped<'a, 'l> {
 }
 
 impl AuditLine<'_> {
-    /// Logged and reported, as the host wants: built only when someone will read it.
-    fn emit<H: Host>(&self, host: &H) {
-        let (log, report) = (host.audit_enabled(), host.reporting());
+    /// Logged and reported, as the host wants: built only when someone will read it. `now`: the
+    /// time the caller already read for its decision.
+    fn emit<H: Host>(&self, host: &H, now: u64) {
+        let log = host.audit_enabled();
+        // A decision already reported since the last batch is counted on its line, not built again.
+        let key = if host.reporting() { Some(self.repeat_key()) } else { None };
+        let report = match key.as_ref() {
+            Some(Some(k)) => !host.report_repeat(k),
+            Some(None) => true,
+            None => false,
+        };
         if log || report {
-            let json = actorchain_token::to_json(&Stamped { ts: host.now(), line: self });
+            let json = actorchain_token::to_json(&Stamped { ts: now, line: self });
             if log {
                 host.audit(&json);
             }
             if report {
-                host.report(&json);
+                host.report(&json, key.flatten().as_deref());
             }
         }
+    }
+
+    /// What makes a decision the same one again, for the decisions repeated as a matter of course
+    /// (a token accepted again, a call allowed again, an exchange served from cache again): every
+    /// field that could differ, each length-prefixed so no two decisions read alike. The rest are
+    /// reported one by one.
+    fn repeat_key(&self) -> Option<String> {
+        if !matches!(self.decision, "accepted" | "allowed" | "cache_hit") {
+            return None;
+        }
+        let jti = self.jti?;
+        let mut key = String::with_capacity(96);
+        for f in [self.direction, self.decision, self.reason, jti, self.audience.unwrap_or(""), self.rule.unwrap_or("")]
+            .into_iter()
+            .chain([self.method.unwrap_or(""), self.name.unwrap_or("")])
+        {
+            let _ = write!(key, "{}:{f}", f.len());
+        }
+        Some(key)
     }
 
     /// The decision as Envoy's tracing reads it: custom tags on filter state `wasm.actorchain.*`.
@@ -116,8 +146,8 @@ impl AuditLine<'_> {
     }
 
     /// Logged, and tagged for tracing when the plugin asks for it.
-    fn decided<H: Host>(&self, host: &mut H, trace_tags: bool) {
-        self.emit(host);
+    fn decided<H: Host>(&self, host: &mut H, now: u64, trace_tags: bool) {
+        self.emit(host, now);
         if trace_tags {
             set_tags(host, &self.trace_tags());
         }
@@ -138,7 +168,7 @@ pub struct InboundFilter {
     pub jwks: Rc<RefCell<Jwks>>,
     pub revoked: Rc<RefCell<Revocations>>,
     /// The caller, kept from the headers for judging a JSON-RPC body and trimming its answer.
-    who: Option<Verified>,
+    who: Option<Rc<Verified>>,
     /// The request is MCP or A2A: its body must be read before it goes on.
     pub body_wanted: bool,
     /// Which of the two it speaks.
@@ -200,7 +230,6 @@ impl InboundFilter {
         }
         let carriers = &carriers[..n];
         let key = self.minter.borrow_mut().key();
-        let agents = who.agents.join(",");
         let entry = cache::Entry {
             exp: who.exp,
             iat: who.iat,
@@ -208,10 +237,10 @@ impl InboundFilter {
             sid: who.sid.as_deref().unwrap_or(""),
             sub_iss: &who.sub_iss,
             sub: &who.sub,
-            agents: &agents,
+            agents: &who.chain,
             token,
         };
-        self.cfg.slots.trace.put(host, &key, now, who.exp, &correlation::encode_record(&entry, carriers));
+        self.cfg.slots.trace.put_fresh(host, &key, now, who.exp, &correlation::encode_record(&entry, carriers));
         for carrier in carriers {
             match *carrier {
                 Carrier::List(list) => {
@@ -264,7 +293,12 @@ impl InboundFilter {
         let outcome = {
             let mut jwks = self.jwks.borrow_mut();
             let keys = jwks.keys.clone();
-            let outcome = authenticate(&self.cfg, keys.as_deref(), &mut jwks.verified, &auth, now);
+            let jwks = &mut *jwks;
+            let outcome = if self.cfg.host_signature_verification {
+                authenticate(&self.cfg, keys.as_deref(), &mut jwks.verified, &auth, now, &HostCheck { host: &*host, spki: &jwks.spki })
+            } else {
+                authenticate(&self.cfg, keys.as_deref(), &mut jwks.verified, &auth, now, &InModule)
+            };
             if matches!(outcome, Outcome::Refused { refetch_keys: true, .. }) {
                 jwks.refetch_wanted = true;
             }
@@ -306,14 +340,17 @@ impl InboundFilter {
             }
         }
         for (name, value) in identity::headers(&who) {
-            host.set_request_header(name, Some(&value));
+            host.set_request_header(name, Some(value));
         }
         self.correlate(host, &headers, &lists, &who, token, now);
         // Observed and let through, it was counted and logged as what enforcement would do.
         if !observed {
             host.count("actorchain.inbound.accepted");
-            AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }
-                .decided(host, judging.trace_tags);
+            AuditLine { kind: "decision", direction: "inbound", decision: "accepted", reason: "valid", ..about }.decided(
+                host,
+                now,
+                judging.trace_tags,
+            );
         }
         if let Some(protocol) = json_rpc {
             self.protocol = protocol;
@@ -347,6 +384,7 @@ impl InboundFilter {
             Ok(r) => r,
             Err(e) => return refuse(host, "inbound", rpc::bad_body(e), AuditLine { sub: Some(&who.sub), ..AuditLine::default() }, judging),
         };
+        let now = host.now();
         for call in &req.calls {
             let rule = rpc_rule(&self.cfg.rules, &call.method, &call.name);
             // Each call, allowed or not, with the rule that decided it and the token it came with.
@@ -381,7 +419,7 @@ impl InboundFilter {
                 Protocol::Mcp => "actorchain.inbound.mcp_allowed",
                 Protocol::A2a => "actorchain.inbound.a2a_allowed",
             });
-            AuditLine { kind: "decision", direction: "inbound", decision: "allowed", reason: "rule", ..about }.emit(host);
+            AuditLine { kind: "decision", direction: "inbound", decision: "allowed", reason: "rule", ..about }.emit(host, now);
         }
         // Observe-only changes nothing, answers included.
         self.filter_list = req.lists_tools && mcp_cfg.filter_tools_list && judging.enforce;
@@ -454,7 +492,8 @@ fn record_refusal<H: Host>(
 ) -> Option<LocalReply> {
     let line = refusal_line(direction, &reply, about, judging.enforce);
     host.count(&format!("actorchain.{direction}.{}.{}", line.decision, reply.reason));
-    line.decided(host, judging.trace_tags);
+    let now = host.now();
+    line.decided(host, now, judging.trace_tags);
     judging.enforce.then_some(reply)
 }
 
@@ -559,7 +598,7 @@ impl OutboundFilter {
                     audience: Some(audience),
                     ..AuditLine::default()
                 };
-                line.decided(host, cfg.trace_tags);
+                line.decided(host, now, cfg.trace_tags);
                 if cfg.trace_tags {
                     // The entry keeps its chain as text: tagged as it is, not rebuilt for the line.
                     host.set_trace_tag("actorchain.chain", e.agents);
@@ -630,7 +669,7 @@ impl OutboundFilter {
                     exp: Some(exp),
                     ..AuditLine::default()
                 };
-                line.emit(host);
+                line.emit(host, now);
                 if self.cfg.trace_tags {
                     self.tags = line.trace_tags();
                 }

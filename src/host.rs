@@ -52,13 +52,21 @@ pub trait Host: SharedData {
     fn audit(&self, line: &str);
     /// Whether decision lines go to the STS's ledger too.
     fn reporting(&self) -> bool;
-    /// Queues one decision line (JSON, never a token) for the STS's ledger; never waits.
-    fn report(&self, line: &str);
+    /// Queues one decision line (JSON, never a token) for the STS's ledger; never waits. With
+    /// `repeat_key`, the same decision made again is counted on it (`report_repeat`).
+    fn report(&self, line: &str, repeat_key: Option<&str>);
+    /// Counts a decision already queued under `key` once more; false when none is queued.
+    fn report_repeat(&self, key: &str) -> bool;
     /// A warning (JSON): something failed that the filter works around.
     fn warn(&self, line: &str);
     /// Sets `name` in the request's filter state (`wasm.<name>` in Envoy), where tracing custom
     /// tags read it.
     fn set_trace_tag(&mut self, name: &str, value: &str);
+    /// Checks an ES256 signature with the host's crypto: the key as DER SubjectPublicKeyInfo, the
+    /// signature as DER. `None` when the host offers none (the filter then checks it itself).
+    fn verify_es256(&self, _spki_der: &[u8], _message: &[u8], _der_signature: &[u8]) -> Option<bool> {
+        None
+    }
     fn count(&mut self, metric: &str) {
         self.count_by(metric, 1);
     }

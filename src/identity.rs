@@ -13,6 +13,9 @@ pub struct Verified {
     pub sub_iss: String,
     /// Agents oldest first; empty for a person's own token.
     pub agents: Vec<String>,
+    /// `agents` comma-separated, as the app, the correlation record and traces get it: joined once
+    /// per token, not per request.
+    pub chain: String,
     pub scope: String,
     pub sid: Option<String>,
     pub jti: Option<String>,
@@ -59,19 +62,18 @@ pub fn is_identity_header(name: &str) -> bool {
 }
 
 /// The headers that hand the verified identity to the app.
-pub fn headers(who: &Verified) -> Vec<(&'static str, String)> {
-    let mut h = vec![(SUB, who.sub.clone()), (SUB_ISSUER, who.sub_iss.clone()), (SCOPE, who.scope.clone())];
-    if let Some(agent) = who.agents.last() {
-        h.push((AGENT, agent.clone()));
-        h.push((CHAIN, who.agents.join(",")));
-    }
-    if let Some(sid) = &who.sid {
-        h.push((SESSION, sid.clone()));
-    }
-    if let Some(jti) = &who.jti {
-        h.push((TOKEN_ID, jti.clone()));
-    }
-    h
+pub fn headers(who: &Verified) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        Some((SUB, who.sub.as_str())),
+        Some((SUB_ISSUER, who.sub_iss.as_str())),
+        Some((SCOPE, who.scope.as_str())),
+        who.agents.last().map(|a| (AGENT, a.as_str())),
+        (!who.agents.is_empty()).then_some((CHAIN, who.chain.as_str())),
+        who.sid.as_deref().map(|s| (SESSION, s)),
+        who.jti.as_deref().map(|j| (TOKEN_ID, j)),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Inbound decisions: is the bearer token a valid actorchain token for this workload (or, at a
 //! session's entry point, a valid person's token), and does the route allow it.
 
-use actorchain_token::{peek_issuer, verify, verify_person, Expectations, KeySet, TokenError, Unverified};
+use std::rc::Rc;
+
+use actorchain_token::{peek_issuer, verify_person, verify_with, Expectations, KeySet, SignatureCheck, TokenError, Unverified};
 
 use crate::bearer::{bearer, BearerError};
 use crate::config::{InboundConfig, SenderBinding};
@@ -13,14 +15,12 @@ use crate::verified_cache::VerifiedCache;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<'a> {
     Accepted {
-        identity: Verified,
+        /// Shared with the verified-token cache: a token seen again costs no copy.
+        identity: Rc<Verified>,
         token: &'a str,
     },
     /// `refetch_keys`: the token named a key we do not have; the JWKS may have moved on.
-    Refused {
-        reply: LocalReply,
-        refetch_keys: bool,
-    },
+    Refused { reply: LocalReply, refetch_keys: bool },
 }
 
 fn refused<'a>(reply: LocalReply) -> Outcome<'a> {
@@ -33,13 +33,15 @@ fn token_refusal<'a>(e: TokenError) -> Outcome<'a> {
 
 /// Verifies the request's credentials. `keys` is `None` until the first JWKS has arrived, and
 /// then the filter fails closed with 503 rather than guess.
-/// A token verified before and still valid is answered from `cache` without a signature check.
+/// A token verified before and still valid is answered from `cache` without a signature check;
+/// the STS's signatures are checked by `check` (people's, by their issuers' keys, here).
 pub fn authenticate<'a>(
     cfg: &InboundConfig,
     keys: Option<&KeySet>,
     cache: &mut VerifiedCache,
     authorization: &[&'a str],
     now: u64,
+    check: &dyn SignatureCheck,
 ) -> Outcome<'a> {
     let token = match bearer(authorization) {
         Ok(Some(t)) => t,
@@ -55,14 +57,14 @@ pub fn authenticate<'a>(
     if let Some(identity) = cache.get(token, now, cfg.window.leeway_secs) {
         return Outcome::Accepted { identity, token };
     }
-    let outcome = verify_token(cfg, keys, token, now);
+    let outcome = verify_token(cfg, keys, token, now, check);
     if let Outcome::Accepted { identity, .. } = &outcome {
         cache.insert(token, identity);
     }
     outcome
 }
 
-fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64) -> Outcome<'a> {
+fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64, check: &dyn SignatureCheck) -> Outcome<'a> {
     let u = match Unverified::peek(token) {
         Ok(u) => u,
         Err(e) => return token_refusal(e),
@@ -73,9 +75,10 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
     };
     if iss == cfg.issuer {
         let exp = Expectations { issuer: &cfg.issuer, audience: &cfg.audience, window: cfg.window, limits: cfg.limits };
-        return match verify(token, keys, &exp, now) {
+        return match verify_with(token, keys, &exp, now, check) {
             Ok(c) => Outcome::Accepted {
-                identity: Verified {
+                identity: Rc::new(Verified {
+                    chain: c.act.agents_oldest_first().join(","),
                     agents: c.act.agents_oldest_first().into_iter().map(String::from).collect(),
                     actor_workload: Some(c.act.spiffe_id),
                     sub_iss: c.sub_id.iss,
@@ -85,7 +88,7 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
                     jti: Some(c.jti),
                     exp: c.exp,
                     iat: c.iat,
-                },
+                }),
                 token,
             },
             Err(e) => token_refusal(e),
@@ -96,17 +99,18 @@ fn verify_token<'a>(cfg: &InboundConfig, keys: &KeySet, token: &'a str, now: u64
     };
     match verify_person(&u, &person.issuer, &cfg.audience, cfg.window, now) {
         Ok(c) => Outcome::Accepted {
-            identity: Verified {
+            identity: Rc::new(Verified {
                 sub: c.sub,
                 sub_iss: c.iss,
                 agents: Vec::new(),
+                chain: String::new(),
                 scope: c.scope.unwrap_or_default(),
                 sid: c.sid,
                 jti: c.jti,
                 exp: c.exp,
                 iat: c.iat.unwrap_or(0),
                 actor_workload: None,
-            },
+            }),
             token,
         },
         Err(e) => token_refusal(e),

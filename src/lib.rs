@@ -13,6 +13,7 @@ pub mod config;
 pub mod correlation;
 pub mod filter;
 pub mod host;
+pub mod host_crypto;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;

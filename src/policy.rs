@@ -195,6 +195,7 @@ mod tests {
             sub: sub.into(),
             sub_iss: IDP.into(),
             agents: agents.iter().map(|a| a.to_string()).collect(),
+            chain: agents.join(","),
             scope: scope.into(),
             sid: None,
             jti: None,

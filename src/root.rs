@@ -31,10 +31,20 @@ pub struct Jwks {
     pub refetch_wanted: bool,
     /// Tokens verified under these keys.
     pub verified: VerifiedCache,
+    /// The DER key of each P-256 `kid`, for a host that checks ES256 signatures itself.
+    pub spki: HashMap<String, Vec<u8>>,
 }
 
-/// Shared-data key of the JWKS document every worker adopts: `"<fetched_at>\n<jwks json>"`.
+/// Shared-data key of the JWKS document every worker adopts: `"<fetched_at>\n<jwks json>"`, one
+/// per STS (`shared_key`).
 pub const JWKS_KEY: &str = "actorchain.jwks";
+
+/// The shared-data key of what the STS of `sts` publishes under `base`: filters of one VM
+/// (natively, of one Envoy) that talk to different STSes never adopt each other's keys or
+/// revocations.
+pub fn shared_key(base: &str, sts: &StsConfig) -> String {
+    format!("{base}/{}/{}", sts.cluster, sts.authority)
+}
 
 impl Jwks {
     /// Whether to start a fetch now. Until keys arrive, retry every second; then refresh on
@@ -57,6 +67,7 @@ impl Jwks {
         let set = KeySet::from_jwks(json)?;
         if self.keys.as_deref() != Some(&set) {
             self.verified.clear();
+            self.spki = set.iter().filter_map(|(kid, k)| Some((kid.to_string(), k.p256_spki_der()?))).collect();
         }
         self.keys = Some(Rc::new(set));
         self.fetched_at = fetched_at;
@@ -92,12 +103,25 @@ pub struct Root {
     /// This worker's decisions on their way to the ledger (the host appends, the root sends).
     pub reports: Rc<RefCell<Reports>>,
     pending: HashMap<u32, Fetch>,
+    /// This STS's keys and revocations in shared data.
+    jwks_key: String,
+    feed_key: String,
 }
 
 impl Root {
     pub fn new(sts: StsConfig, jwks_schedule: Option<JwksSchedule>, jwks: Jwks) -> Root {
         let reports = Rc::new(RefCell::new(Reports::new(sts.reports)));
-        Root { sts, jwks_schedule, jwks: Rc::new(RefCell::new(jwks)), revoked: Rc::default(), reports, pending: HashMap::new() }
+        let (jwks_key, feed_key) = (shared_key(JWKS_KEY, &sts), shared_key(revocation_feed::SHARED_KEY, &sts));
+        Root {
+            sts,
+            jwks_schedule,
+            jwks: Rc::new(RefCell::new(jwks)),
+            revoked: Rc::default(),
+            reports,
+            pending: HashMap::new(),
+            jwks_key,
+            feed_key,
+        }
     }
 
     /// Calls `path` on the STS (a GET, or a POST of a JSON `body`); the token its answer will
@@ -144,7 +168,7 @@ impl Root {
     }
 
     fn adopt_revocations<H: Host>(&mut self, host: &H, now: u64) {
-        if let (Some(data), cas) = host.shared_get(revocation_feed::SHARED_KEY) {
+        if let (Some(data), cas) = host.shared_get(&self.feed_key) {
             let mut r = self.revoked.borrow_mut();
             if cas.is_some() && cas != r.adopted_cas && r.adopt(&data, now) {
                 r.adopted_cas = cas;
@@ -153,7 +177,7 @@ impl Root {
     }
 
     fn adopt_jwks<H: Host>(&mut self, host: &H) {
-        if let (Some(data), cas) = host.shared_get(JWKS_KEY) {
+        if let (Some(data), cas) = host.shared_get(&self.jwks_key) {
             let mut jwks = self.jwks.borrow_mut();
             if cas.is_some() && cas != jwks.adopted_cas {
                 if let Some((fetched_at, doc)) = cache::unstamp(&data) {
@@ -269,8 +293,8 @@ impl Root {
             Ok(()) => {
                 host.count("actorchain.jwks.fetch_ok");
                 let doc = cache::stamp(now, std::str::from_utf8(body).unwrap_or_default());
-                host.shared_set(JWKS_KEY, &doc, None);
-                self.jwks.borrow_mut().adopted_cas = host.shared_get(JWKS_KEY).1;
+                host.shared_set(&self.jwks_key, &doc, None);
+                self.jwks.borrow_mut().adopted_cas = host.shared_get(&self.jwks_key).1;
             }
             Err(why) => {
                 // Keys we had stay in force; a failed or poisoned fetch never empties them.
@@ -288,8 +312,8 @@ impl Root {
             Some(f) => {
                 r.merge(f, now);
                 host.count("actorchain.revocations.fetch_ok");
-                host.shared_set(revocation_feed::SHARED_KEY, &r.snapshot(), None);
-                r.adopted_cas = host.shared_get(revocation_feed::SHARED_KEY).1;
+                host.shared_set(&self.feed_key, &r.snapshot(), None);
+                r.adopted_cas = host.shared_get(&self.feed_key).1;
             }
             None => {
                 // What we know stays enforced; the next tick tries again.

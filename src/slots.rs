@@ -91,6 +91,16 @@ impl Slots {
 
     /// Stores `payload` under `key` until `exp`.
     pub fn put<H: SharedData + ?Sized>(&self, host: &mut H, key: &str, now: u64, exp: u64, payload: &[u8]) {
+        self.write(host, key, now, exp, payload, false)
+    }
+
+    /// As `put`, for a key no slot can hold yet (one just minted from 128 random bits): the first
+    /// free or expired slot of its group is taken without reading the rest.
+    pub fn put_fresh<H: SharedData + ?Sized>(&self, host: &mut H, key: &str, now: u64, exp: u64, payload: &[u8]) {
+        self.write(host, key, now, exp, payload, true)
+    }
+
+    fn write<H: SharedData + ?Sized>(&self, host: &mut H, key: &str, now: u64, exp: u64, payload: &[u8], fresh: bool) {
         let p = self.place(key);
         let value = encode(&p.tag, exp, now, payload);
         for _ in 0..RETRIES {
@@ -107,6 +117,9 @@ impl Slots {
                 };
                 if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
                     best = Some((rank, k, cas));
+                }
+                if fresh && rank.0 == 1 {
+                    break;
                 }
             }
             let Some((_, k, cas)) = best else { return };
@@ -237,6 +250,30 @@ mod tests {
         assert_eq!(slots.get(&host, "k").as_deref(), Some(&b"w"[..]));
         // The other worker's entry was not overwritten: it took another slot of the group.
         assert!(host.0.values().any(|(v, _)| v.ends_with(b"theirs")));
+    }
+
+    #[test]
+    fn a_fresh_key_takes_the_first_free_slot_and_reads_no_further() {
+        let other = |i: u8| format!("{:032x}", i);
+        let (slots, mut host) = (Slots::new("t", 64), Store::default());
+        let p = slots.place("fresh");
+        // Way 0 live, way 1 expired, ways 2 and 3 live and older.
+        for (way, (exp, written)) in [(1_000, 5), (5, 9), (1_000, 0), (1_000, 1)].into_iter().enumerate() {
+            host.shared_set(&slots.slot_key(p.first, way as u32), &encode(&other(way as u8), exp, written, b"x"), None);
+        }
+        // A slot past the first free one is left unread: an unreadable value there changes nothing.
+        host.0.get_mut(&slots.slot_key(p.first, 2)).unwrap().0 = b"not a slot".to_vec();
+        slots.put_fresh(&mut host, "fresh", 10, 1_000, b"new");
+        assert_eq!(slots.get(&host, "fresh").as_deref(), Some(&b"new"[..]));
+        assert!(host.0[&slots.slot_key(p.first, 0)].0.ends_with(b"x"), "the live entry before it stays");
+        assert_eq!(host.0[&slots.slot_key(p.first, 2)].0, b"not a slot");
+        // With no free slot, the oldest live one gives way, as for `put`.
+        let (slots, mut host) = (Slots::new("t", 64), Store::default());
+        for (way, written) in [3, 1, 0, 2].into_iter().enumerate() {
+            host.shared_set(&slots.slot_key(p.first, way as u32), &encode(&other(way as u8), 1_000, written, b"x"), None);
+        }
+        slots.put_fresh(&mut host, "fresh", 10, 1_000, b"new");
+        assert!(!host.0[&slots.slot_key(p.first, 2)].0.ends_with(b"x"));
     }
 
     #[test]

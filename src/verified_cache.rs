@@ -16,7 +16,7 @@ const MAX_BYTES: usize = 4 << 20;
 pub struct VerifiedCache {
     capacity: usize,
     bytes: usize,
-    entries: HashMap<Rc<str>, Verified>,
+    entries: HashMap<Rc<str>, Rc<Verified>>,
     /// Insertion order: the oldest entry goes first when the cache is full.
     order: VecDeque<Rc<str>>,
 }
@@ -28,7 +28,7 @@ impl VerifiedCache {
 
     /// The identity of `token` if it was verified before and is still within its validity at
     /// `now` (the same `exp + leeway` rule the verifier applies).
-    pub fn get(&mut self, token: &str, now: u64, leeway: u64) -> Option<Verified> {
+    pub fn get(&mut self, token: &str, now: u64, leeway: u64) -> Option<Rc<Verified>> {
         let v = self.entries.get(token)?;
         if now >= v.exp.saturating_add(leeway) {
             // Left in `order`; eviction skips keys that are already gone.
@@ -40,7 +40,7 @@ impl VerifiedCache {
         Some(v.clone())
     }
 
-    pub fn insert(&mut self, token: &str, who: &Verified) {
+    pub fn insert(&mut self, token: &str, who: &Rc<Verified>) {
         if self.capacity == 0 || token.len() > MAX_BYTES || self.entries.contains_key(token) {
             return;
         }
@@ -76,18 +76,19 @@ impl VerifiedCache {
 mod tests {
     use super::*;
 
-    fn who(exp: u64) -> Verified {
-        Verified {
+    fn who(exp: u64) -> Rc<Verified> {
+        Rc::new(Verified {
             sub: "user1".into(),
             sub_iss: "https://idp".into(),
             agents: vec!["a".into()],
+            chain: "a".into(),
             scope: "s".into(),
             sid: None,
             jti: None,
             exp,
             iat: 0,
             actor_workload: None,
-        }
+        })
     }
 
     #[test]

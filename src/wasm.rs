@@ -15,6 +15,7 @@ use crate::config::{Config, InboundConfig, OutboundConfig};
 use crate::correlation::Minter;
 use crate::filter::{Action, InboundFilter, OutboundFilter};
 use crate::host::{Host, SharedData};
+use crate::host_crypto;
 use crate::reply::LocalReply;
 use crate::reports::Reports;
 use crate::root::{Jwks, JwksSchedule, Root};
@@ -159,8 +160,12 @@ impl Host for WasmHost {
         self.reports.borrow().cfg.enabled
     }
 
-    fn report(&self, line: &str) {
-        self.reports.borrow_mut().push(line);
+    fn report(&self, line: &str, repeat_key: Option<&str>) {
+        self.reports.borrow_mut().push(line, repeat_key, 1);
+    }
+
+    fn report_repeat(&self, key: &str) -> bool {
+        self.reports.borrow_mut().repeat(key)
     }
 
     fn warn(&self, line: &str) {
@@ -169,6 +174,17 @@ impl Host for WasmHost {
 
     fn set_trace_tag(&mut self, name: &str, value: &str) {
         let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+    }
+
+    /// Envoy's `verify_signature` foreign function (BoringSSL). An Envoy without it, or one that
+    /// cannot take the arguments, leaves the check to the filter; an answer that does not decode
+    /// as a pass is a failed verification.
+    fn verify_es256(&self, spki_der: &[u8], message: &[u8], der_signature: &[u8]) -> Option<bool> {
+        let args = host_crypto::verify_signature_arguments(spki_der, message, der_signature);
+        match hostcalls::call_foreign_function(host_crypto::VERIFY_SIGNATURE, Some(&args)) {
+            Ok(answer) => Some(answer.is_some_and(|a| host_crypto::verify_signature_result(&a))),
+            Err(_) => None,
+        }
     }
 
     fn count_by(&mut self, metric: &str, n: u64) {

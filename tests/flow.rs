@@ -874,3 +874,63 @@ fn every_decision_is_reported_in_the_ledgers_wire_format() {
         assert_eq!((r.decision.as_str(), r.jti.as_deref(), r.audience.as_deref()), (decision, Some("jti-1"), Some("mcp-gateway")));
     }
 }
+
+/// An inbound filter whose keys hold `k1` (EdDSA) and `e1` (ES256), adopted as from a JWKS.
+fn inbound_with_es256(host_signature_verification: bool) -> (InboundFilter, PrivateKey) {
+    let es = PrivateKey::from_secret_bytes(Alg::Es256, &[21; 32]).unwrap();
+    let mut keys = keyset();
+    keys.insert("e1".into(), es.public()).unwrap();
+    let mut cfg = inbound_cfg();
+    cfg.host_signature_verification = host_signature_verification;
+    let f = inbound_with(cfg, None);
+    f.jwks.borrow_mut().adopt(keys.to_jwks().as_bytes(), NOW).unwrap();
+    (f, es)
+}
+
+fn judged(f: &mut InboundFilter, token: &str, crypto: HostCrypto) -> (Action, Option<&'static str>, u32) {
+    let auth = format!("Bearer {token}");
+    let mut h = Fake::with(&[("authorization", &auth)], &Rc::default());
+    h.host_crypto = crypto;
+    let a = f.on_request_headers(&mut h);
+    let calls = *h.host_crypto_calls.borrow();
+    (a, h.replies.first().map(|r| r.reason), calls)
+}
+
+#[test]
+fn es256_signatures_are_checked_by_the_hosts_crypto_and_its_verdict_stands() {
+    let (mut f, es) = inbound_with_es256(true);
+    let good = token_signed_by(&es, "e1", "mcp-gateway", "x", NOW + 60);
+    // The key and signature the host is handed verify with an independent P-256 implementation.
+    assert_eq!(judged(&mut f, &good, HostCrypto::Real), (Action::Continue, None, 1));
+    let (mut f, es) = inbound_with_es256(true);
+    let good = token_signed_by(&es, "e1", "mcp-gateway", "x", NOW + 60);
+    // The host's "no" refuses a token the filter itself would have taken.
+    assert_eq!(judged(&mut f, &good, HostCrypto::Says(false)), (Action::Pause, Some("signature_invalid"), 1));
+    // A forged signature, checked for real by the host, is refused.
+    let mut forged = good.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    assert_eq!(judged(&mut f, &forged, HostCrypto::Real), (Action::Pause, Some("signature_invalid"), 1));
+    // A host without crypto: the filter checks, with the same verdicts.
+    assert_eq!(judged(&mut f, &forged, HostCrypto::Absent), (Action::Pause, Some("signature_invalid"), 1));
+    assert_eq!(judged(&mut f, &good, HostCrypto::Absent), (Action::Continue, None, 1));
+}
+
+#[test]
+fn only_es256_goes_to_the_host_and_only_when_configured() {
+    let (mut f, es) = inbound_with_es256(true);
+    // EdDSA is checked in the filter: the host is never asked, even one that says yes to all.
+    let ed_forged = {
+        let mut t = token("mcp-gateway", "x", NOW + 60);
+        t.replace_range(t.len() - 4.., "AAAA");
+        t
+    };
+    assert_eq!(judged(&mut f, &ed_forged, HostCrypto::Says(true)), (Action::Pause, Some("signature_invalid"), 0));
+    // A signature of the wrong length never becomes a host question.
+    let good = token_signed_by(&es, "e1", "mcp-gateway", "x", NOW + 60);
+    let short = format!("{}A", &good[..good.rfind('.').unwrap() + 1]);
+    assert_eq!(judged(&mut f, &short, HostCrypto::Says(true)).2, 0);
+    // Off: the host is never asked.
+    let (mut f, es) = inbound_with_es256(false);
+    let good = token_signed_by(&es, "e1", "mcp-gateway", "x", NOW + 60);
+    assert_eq!(judged(&mut f, &good, HostCrypto::Says(false)), (Action::Continue, None, 0));
+}

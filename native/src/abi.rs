@@ -252,7 +252,8 @@ impl StreamHandle {
             if n == 0 || !envoy_dynamic_module_callback_http_get_headers(self.0, side.header_type(), all.as_mut_ptr()) {
                 return Vec::new();
             }
-            all.iter().map(|h| (text(h.key.bytes()).to_ascii_lowercase(), text(h.value.bytes()))).collect()
+            // Envoy's header maps hold names lower-case already.
+            all.iter().map(|h| (text(h.key.bytes()), text(h.value.bytes()))).collect()
         }
     }
 

@@ -17,6 +17,7 @@ use actorchain::correlation::Minter;
 use actorchain::filter::{Action, InboundFilter, OutboundFilter};
 use actorchain::host::Host;
 use actorchain::reply;
+use actorchain::reports::Reports;
 use actorchain::root::{Jwks, JwksSchedule, Root};
 use actorchain::singleflight::Inflight;
 use actorchain::verified_cache::VerifiedCache;
@@ -68,26 +69,28 @@ pub fn program_init() {
     ));
 }
 
-/// Decision lines from the workers on their way to the root, which reports them; bounded like
-/// the wasm build's per-worker buffer.
-#[derive(Default)]
-pub struct Inbox {
-    lines: Mutex<(Vec<String>, u64)>,
-    max: usize,
-}
+/// Decision lines from the workers on their way to the root, which reports them: bounded, and
+/// counting repeated decisions, as the wasm build's per-worker buffer.
+pub struct Inbox(Mutex<Reports>);
 
 impl Inbox {
-    pub fn push(&self, line: &str) {
-        let mut g = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0.len() >= self.max {
-            g.1 += 1;
-        } else {
-            g.0.push(line.to_string());
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reports> {
+        // A panic while holding it leaves whole lines: each push is one.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self) -> (Vec<String>, u64) {
-        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn push(&self, line: &str, repeat_key: Option<&str>) {
+        self.lock().push(line, repeat_key, 1);
+    }
+
+    pub fn repeat(&self, key: &str) -> bool {
+        self.lock().repeat(key)
+    }
+
+    /// The lines with their counts, and how many did not fit.
+    fn take(&self) -> (Vec<(String, u64)>, u64) {
+        let mut r = self.lock();
+        (r.take(), std::mem::take(&mut r.dropped))
     }
 }
 
@@ -150,7 +153,7 @@ pub fn config_new(handle: ConfigHandle, name: &str, bytes: &[u8]) -> Option<Box<
         bytes: bytes.to_vec(),
         metrics,
         reports_enabled: reports.enabled,
-        inbox: Inbox { lines: Mutex::default(), max: reports.max_buffered },
+        inbox: Inbox(Mutex::new(Reports::new(reports))),
         jwks_wanted: AtomicBool::new(false),
         feed_wanted: AtomicBool::new(false),
     });
@@ -212,8 +215,8 @@ impl FilterConfig {
             let (lines, dropped) = core.inbox.take();
             {
                 let mut reports = root.reports.borrow_mut();
-                for l in &lines {
-                    reports.push(l);
+                for (line, count) in &lines {
+                    reports.push(line, None, *count);
                 }
                 reports.dropped += dropped;
             }

@@ -214,8 +214,12 @@ impl Host for NativeHost<'_> {
         self.core.reports_enabled
     }
 
-    fn report(&self, line: &str) {
-        self.core.inbox.push(line);
+    fn report(&self, line: &str, repeat_key: Option<&str>) {
+        self.core.inbox.push(line, repeat_key);
+    }
+
+    fn report_repeat(&self, key: &str) -> bool {
+        self.core.inbox.repeat(key)
     }
 
     fn warn(&self, line: &str) {

@@ -59,7 +59,7 @@ impl Store {
         let version = self.version.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         shard.insert(key.to_string(), (value.to_vec(), version));
         drop(shard);
-        if key == JWKS_KEY || key == revocation_feed::SHARED_KEY {
+        if key.starts_with(JWKS_KEY) || key.starts_with(revocation_feed::SHARED_KEY) {
             self.published.fetch_add(1, Ordering::Release);
         }
         true
@@ -93,7 +93,7 @@ mod tests {
         let before = s.published();
         s.set("actorchain.slot.1", b"x", None);
         assert_eq!(s.published(), before);
-        s.set(JWKS_KEY, b"1\n{}", None);
+        s.set(&format!("{JWKS_KEY}/sts/sts.example"), b"1\n{}", None);
         assert_ne!(s.published(), before);
     }
 }

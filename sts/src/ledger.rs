@@ -338,6 +338,9 @@ fn tree_line(r: &serde_json::Value) -> String {
                 line.push_str(&format!(" {label}{v}"));
             }
         }
+        if let Some(n) = r["count"].as_u64() {
+            line.push_str(&format!(" x{n}"));
+        }
         return format!("{line}  at {at}");
     }
     if let Some(by) = r["by"].as_str() {

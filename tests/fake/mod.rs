@@ -45,6 +45,9 @@ pub struct Fake {
     /// Decision lines reported to the ledger, when `reporting`.
     pub reporting: bool,
     pub reports: RefCell<Vec<String>>,
+    /// The keys of repeatable decisions reported, and how many were counted again on them.
+    pub repeat_keys: RefCell<Vec<String>>,
+    pub repeated: RefCell<u64>,
     pub dispatch_fails: bool,
     /// The callout answer being delivered: status and body.
     pub callout: Option<(Option<u32>, Vec<u8>)>,
@@ -53,6 +56,21 @@ pub struct Fake {
     /// Contexts whose client went away.
     pub gone: Vec<u32>,
     pub now_ms: u64,
+    /// What the host's crypto does with an ES256 signature, and how often it was asked.
+    pub host_crypto: HostCrypto,
+    pub host_crypto_calls: RefCell<u32>,
+}
+
+/// A host's signature checking, as Envoy's `verify_signature` would do it.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostCrypto {
+    /// The host has none (the native build, an Envoy without the foreign function).
+    #[default]
+    Absent,
+    /// It checks with the DER key and signature it is handed, as BoringSSL would.
+    Real,
+    /// It answers this, whatever it is handed.
+    Says(bool),
 }
 
 impl Fake {
@@ -165,6 +183,20 @@ impl Host for Fake {
         self.events.push(format!("tag {name}={value}"));
         self.tags.insert(name.to_string(), value.to_string());
     }
+    fn verify_es256(&self, spki_der: &[u8], message: &[u8], der_signature: &[u8]) -> Option<bool> {
+        use p256::ecdsa::signature::Verifier;
+        use p256::pkcs8::DecodePublicKey;
+        *self.host_crypto_calls.borrow_mut() += 1;
+        match self.host_crypto {
+            HostCrypto::Absent => None,
+            HostCrypto::Says(v) => Some(v),
+            HostCrypto::Real => {
+                let key = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der).ok()?;
+                let sig = p256::ecdsa::Signature::from_der(der_signature).ok()?;
+                Some(key.verify(message, &sig).is_ok())
+            }
+        }
+    }
     fn count_by(&mut self, metric: &str, n: u64) {
         assert!(actorchain::metrics::declared(metric), "metric {metric} is not in actorchain::metrics");
         for _ in 0..n {
@@ -174,8 +206,18 @@ impl Host for Fake {
     fn reporting(&self) -> bool {
         self.reporting
     }
-    fn report(&self, line: &str) {
+    fn report(&self, line: &str, repeat_key: Option<&str>) {
         self.reports.borrow_mut().push(line.to_string());
+        if let Some(k) = repeat_key {
+            self.repeat_keys.borrow_mut().push(k.to_string());
+        }
+    }
+    fn report_repeat(&self, key: &str) -> bool {
+        let known = self.repeat_keys.borrow().iter().any(|k| k == key);
+        if known {
+            *self.repeated.borrow_mut() += 1;
+        }
+        known
     }
     fn gauge(&mut self, metric: &str, value: u64) {
         assert!(actorchain::metrics::GAUGES.contains(&metric), "gauge {metric} is not in actorchain::metrics");
@@ -194,6 +236,11 @@ pub fn keyset() -> KeySet {
 }
 
 pub fn token(aud: &str, scope: &str, exp: u64) -> String {
+    token_signed_by(&key(), "k1", aud, scope, exp)
+}
+
+/// As `token`, signed by `key` under `kid`.
+pub fn token_signed_by(key: &PrivateKey, kid: &str, aud: &str, scope: &str, exp: u64) -> String {
     let l = ChainLimits::default();
     let a = extend_chain(None, "oncall-agent", "spiffe://actorchain.dev/workload/oncall", l).unwrap();
     let act = extend_chain(Some(&a), "investigation-agent", INVESTIGATION, l).unwrap();
@@ -212,7 +259,7 @@ pub fn token(aud: &str, scope: &str, exp: u64) -> String {
         sid: "sid-1".into(),
         ext: Default::default(),
     };
-    sign_compact(&c, &key(), "k1", Some(TYP_ACCESS_TOKEN))
+    sign_compact(&c, key, kid, Some(TYP_ACCESS_TOKEN))
 }
 
 /// The STS's RFC 8693 answer carrying `token`.

@@ -155,6 +155,10 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &PublicKey)> {
+        self.keys.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
     }

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::header::TypRule;
-use crate::{check_json_depth, Header, KeySet, PrivateKey, TokenError, MAX_JSON_DEPTH};
+use crate::{check_json_depth, Header, InModule, KeySet, PrivateKey, SignatureCheck, TokenError, MAX_JSON_DEPTH};
 
 /// Largest compact token accepted. A depth-16 chain with long SPIFFE IDs fits well inside.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -67,11 +67,16 @@ impl<'a> Unverified<'a> {
     }
 
     pub fn verify_signature(&self, keys: &KeySet) -> Result<(), TokenError> {
+        self.verify_signature_with(keys, &InModule)
+    }
+
+    /// As `verify_signature`, the key chosen here, the signature checked by `check`.
+    pub fn verify_signature_with(&self, keys: &KeySet, check: &dyn SignatureCheck) -> Result<(), TokenError> {
         let key = keys.get(&self.header.kid).ok_or(TokenError::UnknownKid)?;
         if key.alg() != self.header.alg {
             return Err(TokenError::AlgKeyMismatch);
         }
-        if key.verify(self.signing_input.as_bytes(), &self.signature) {
+        if check.check(&self.header.kid, key, self.signing_input.as_bytes(), &self.signature) {
             Ok(())
         } else {
             Err(TokenError::BadSignature)

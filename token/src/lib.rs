@@ -17,7 +17,7 @@ mod scope;
 mod time;
 pub mod wire;
 
-pub use alg::{Alg, PrivateKey, PublicKey};
+pub use alg::{es256_signature_der, Alg, InModule, PrivateKey, PublicKey, SignatureCheck};
 pub use chain::{check_chain, extend_chain, ChainLimits, DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING};
 pub use claims::{is_issuer_id, is_principal_id, is_spiffe_id, spiffe_trust_domain, Actor, Claims, SubjectId, ISS_SUB, SPIFFE_SCHEME};
 pub use error::TokenError;
@@ -45,6 +45,11 @@ pub struct Expectations<'a> {
 /// Verifies an actorchain token completely: framing, header, signature against `keys`, claims,
 /// time window, audience and chain rules. This is the one definition both users call.
 pub fn verify(token: &str, keys: &KeySet, exp: &Expectations<'_>, now: u64) -> Result<Claims, TokenError> {
+    verify_with(token, keys, exp, now, &InModule)
+}
+
+/// As `verify`, with the signature checked by `check` (every other rule is this crate's).
+pub fn verify_with(token: &str, keys: &KeySet, exp: &Expectations<'_>, now: u64, check: &dyn SignatureCheck) -> Result<Claims, TokenError> {
     let unverified = Unverified::parse(token, TypRule::Exactly(TYP_ACCESS_TOKEN))?;
     let claims: Claims = unverified.claims()?;
     // Cheap claim checks first: a token that fails them never costs a signature check.
@@ -56,7 +61,7 @@ pub fn verify(token: &str, keys: &KeySet, exp: &Expectations<'_>, now: u64) -> R
     }
     exp.window.check(now, claims.nbf, claims.exp, Some(claims.iat))?;
     check_chain(&claims, exp.limits)?;
-    unverified.verify_signature(keys)?;
+    unverified.verify_signature_with(keys, check)?;
     Ok(claims)
 }
 

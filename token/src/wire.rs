@@ -138,6 +138,10 @@ pub struct Report {
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// How many times the sidecar made this decision (about this token, with this rule...) since
+    /// its previous batch, the first at `ts`; absent, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     /// Never sent by a sidecar: the STS names the reporting workload itself. One that says
     /// another workload is a forgery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +185,9 @@ impl Report {
         }
         if self.chain.as_ref().is_some_and(|c| c.len() > MAX_REPORT_CHAIN) {
             return Err(format!("chain: at most {MAX_REPORT_CHAIN} agents"));
+        }
+        if self.count.is_some_and(|n| n < 2) {
+            return Err("count: 2 or more (a decision made once has none)".into());
         }
         Ok(())
     }
