@@ -287,7 +287,14 @@ fn round(saturate: &[String], r: usize) -> &[String] {
 
 /// Envoy CPU µs per request at saturation (after a warm-up with one token, so unique-token
 /// scenarios stay unique), the requests sent and how many failed.
-async fn cpu_per_request(pid: u32, port: u16, authority: &str, saturate: &[String], warm: &[String], body: Option<&'static str>) -> (f64, u64, u64) {
+async fn cpu_per_request(
+    pid: u32,
+    port: u16,
+    authority: &str,
+    saturate: &[String],
+    warm: &[String],
+    body: Option<&'static str>,
+) -> (f64, u64, u64) {
     drive(port, authority, &warm[..warm.len().min(1)], None, 300, body).await;
     let count = if saturate.len() <= 1 { SATURATION_REPEATED } else { SATURATION_REQUESTS };
     let cpu0 = cpu_seconds(pid);
