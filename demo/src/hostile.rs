@@ -140,24 +140,10 @@ pub const P256_N: [u8; 32] = [
     0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
 ];
 
-/// An ECDSA (r, s) pair as DER, the X.509 encoding JOSE forbids (RFC 7518 §3.4 wants raw r||s).
+/// An ECDSA (r, s) pair as DER, the X.509 encoding JOSE forbids (RFC 7518 §3.4 wants raw r||s);
+/// any 64 bytes are taken as r||s.
 pub fn der_signature(raw: &[u8]) -> Vec<u8> {
-    let int = |v: &[u8]| {
-        let v = &v[v.iter().position(|b| *b != 0).unwrap_or(v.len() - 1)..];
-        let mut out = vec![0x02];
-        let pad = v[0] & 0x80 != 0;
-        out.push((v.len() + usize::from(pad)) as u8);
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(v);
-        out
-    };
-    let (r, s) = (int(&raw[..32]), int(&raw[32..]));
-    let mut out = vec![0x30, (r.len() + s.len()) as u8];
-    out.extend(r);
-    out.extend(s);
-    out
+    actorchain_token::es256_signature_der(raw).unwrap_or_default()
 }
 
 /// One observed outcome of one case against one target.

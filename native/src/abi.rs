@@ -215,6 +215,31 @@ fn header_array(headers: &[(&str, &str)]) -> Vec<Header> {
     headers.iter().map(|(k, v)| Header { key: Buf::of(k.as_bytes()), value: Buf::of(v.as_bytes()) }).collect()
 }
 
+/// A callout through a stream's or a configuration's callback (the same shape).
+type CalloutFn = unsafe extern "C" fn(EnvoyPtr, *mut u64, Buf, *const Header, usize, Buf, u64) -> u32;
+
+fn callout(f: CalloutFn, target: EnvoyPtr, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
+    let hs = header_array(headers);
+    let mut id = 0u64;
+    // SAFETY: `target` is alive (see the handles); Envoy copies what it is lent and writes `id`.
+    let r = unsafe { f(target, &mut id, Buf::of(cluster.as_bytes()), hs.as_ptr(), hs.len(), Buf::of(body), timeout_ms) };
+    if r == CALLOUT_INIT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(r)
+    }
+}
+
+/// A counter increment or a gauge value through a stream's or a configuration's callback, with
+/// the one label of a counter family.
+type MetricFn = unsafe extern "C" fn(EnvoyPtr, usize, *const Buf, usize, u64) -> u32;
+
+fn metric(f: MetricFn, target: EnvoyPtr, id: usize, label: Option<&str>, value: u64) -> bool {
+    let labels: Vec<Buf> = label.iter().map(|l| Buf::of(l.as_bytes())).collect();
+    // SAFETY: `target` is alive; Envoy reads the labels during the call.
+    unsafe { f(target, id, labels.as_ptr(), labels.len(), value) == METRICS_SUCCESS }
+}
+
 /// Envoy's filter for one HTTP stream, valid from `on_http_filter_new` to `on_http_filter_destroy`
 /// and only on the worker thread that made it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -337,38 +362,15 @@ impl StreamHandle {
     }
 
     pub fn callout(self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
-        let hs = header_array(headers);
-        let mut id = 0u64;
-        // SAFETY: Envoy copies what it is lent and writes `id`.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_http_callout(
-                self.0,
-                &mut id,
-                Buf::of(cluster.as_bytes()),
-                hs.as_ptr(),
-                hs.len(),
-                Buf::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        callout(envoy_dynamic_module_callback_http_filter_http_callout, self.0, cluster, headers, body, timeout_ms)
     }
 
     pub fn increment_counter(self, id: usize, label: Option<&str>, n: u64) -> bool {
-        let labels: Vec<Buf> = label.iter().map(|l| Buf::of(l.as_bytes())).collect();
-        // SAFETY: Envoy reads the labels during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(self.0, id, labels.as_ptr(), labels.len(), n) == METRICS_SUCCESS
-        }
+        metric(envoy_dynamic_module_callback_http_filter_increment_counter, self.0, id, label, n)
     }
 
     pub fn set_gauge(self, id: usize, value: u64) -> bool {
-        // SAFETY: no labels.
-        unsafe { envoy_dynamic_module_callback_http_filter_set_gauge(self.0, id, ptr::null(), 0, value) == METRICS_SUCCESS }
+        metric(envoy_dynamic_module_callback_http_filter_set_gauge, self.0, id, None, value)
     }
 }
 
@@ -429,39 +431,15 @@ impl ConfigHandle {
     }
 
     pub fn increment_counter(self, id: usize, label: Option<&str>, n: u64) -> bool {
-        let labels: Vec<Buf> = label.iter().map(|l| Buf::of(l.as_bytes())).collect();
-        // SAFETY: Envoy reads the labels during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_increment_counter(self.0, id, labels.as_ptr(), labels.len(), n)
-                == METRICS_SUCCESS
-        }
+        metric(envoy_dynamic_module_callback_http_filter_config_increment_counter, self.0, id, label, n)
     }
 
     pub fn set_gauge(self, id: usize, value: u64) -> bool {
-        // SAFETY: no labels.
-        unsafe { envoy_dynamic_module_callback_http_filter_config_set_gauge(self.0, id, ptr::null(), 0, value) == METRICS_SUCCESS }
+        metric(envoy_dynamic_module_callback_http_filter_config_set_gauge, self.0, id, None, value)
     }
 
     pub fn callout(self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
-        let hs = header_array(headers);
-        let mut id = 0u64;
-        // SAFETY: Envoy copies what it is lent and writes `id`.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.0,
-                &mut id,
-                Buf::of(cluster.as_bytes()),
-                hs.as_ptr(),
-                hs.len(),
-                Buf::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CALLOUT_INIT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        callout(envoy_dynamic_module_callback_http_filter_config_http_callout, self.0, cluster, headers, body, timeout_ms)
     }
 
     pub fn scheduler(self) -> Scheduler {
