@@ -9,6 +9,8 @@ use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use actorchain::reply::LocalReply;
+
 use crate::entry::{self, Answer, BodyStatus, FilterConfig, HeadersStatus, Stream};
 
 /// The ABI version this module was written against, as Envoy 1.40 names it: Envoy logs whether it
@@ -289,7 +291,13 @@ impl StreamHandle {
         unsafe { envoy_dynamic_module_callback_http_set_header(self.0, side.header_type(), Buf::of(name.as_bytes()), value) };
     }
 
-    pub fn send_response(self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str) {
+    /// One of the filter's local replies; its reason is the response's details in Envoy's logs.
+    pub fn send_reply(self, r: &LocalReply) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.send_response(r.status, &headers, r.body.as_bytes(), r.reason);
+    }
+
+    fn send_response(self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str) {
         let hs = header_array(headers);
         // SAFETY: Envoy copies the headers and the body.
         unsafe {

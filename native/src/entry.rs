@@ -191,9 +191,7 @@ pub fn per_route_config(bytes: &[u8]) {
 
 /// A request the filter cannot judge (a panic, no random source) is refused, never passed.
 pub fn fail_closed(s: StreamHandle) {
-    let r = reply::unavailable("filter_failed", "the actorchain filter failed on this request");
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    s.send_response(r.status, &headers, r.body.as_bytes(), r.reason);
+    s.send_reply(&reply::unavailable("filter_failed", "the actorchain filter failed on this request"));
 }
 
 impl FilterConfig {

@@ -141,8 +141,7 @@ impl Host for NativeHost<'_> {
 
     fn send_reply(&mut self, r: &LocalReply) {
         if let Some(s) = self.stream() {
-            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            s.send_response(r.status, &headers, r.body.as_bytes(), r.reason);
+            s.send_reply(r);
         }
     }
 
